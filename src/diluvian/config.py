@@ -1,0 +1,796 @@
+"""Configuration: one frozen dataclass per TOML section.
+
+The defaults written here are the single source of truth; the shipped
+``conf/default.toml`` is a dump of them (a test proves the two agree).
+
+Config files are applied in order **on top of the defaults**: a file only needs
+the keys it changes (the original diluvian silently fell back to other, code
+level defaults for any key a ``-c`` file left out). Unknown sections or keys and
+values of the wrong type are errors that name the file, the key and, for a typo,
+the closest valid name.
+
+Examples
+--------
+>>> cfg = load_config([])
+>>> cfg.model.move_step
+(8, 8, 8)
+>>> cfg.training.batch_size
+32
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import re
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from .errors import ConfigError, DatasetNotFoundError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_CONFIG_NAME = "default"
+"""Sentinel in a list of config paths meaning "the packaged defaults" (``-cd``)."""
+
+Vec3i = tuple[int, int, int]
+Vec3f = tuple[float, float, float]
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class VolumeConfig:
+    """``[volume]``: the working resolution.
+
+    Attributes
+    ----------
+    resolution : tuple of 3 floats, nm ZYX
+        Resolution every volume is downsampled to before training and filling.
+        Must be a power-of-2 multiple of each volume's native resolution. The
+        default ``[0, 0, 0]`` means "each volume's native resolution".
+    label_downsampling : {"majority", "conjunction"}
+        How a binary object mask is downsampled: block mean > 0.5, or all
+        sub-voxels set.
+    """
+
+    resolution: Vec3f = (0.0, 0.0, 0.0)
+    label_downsampling: str = "majority"
+
+    def __post_init__(self) -> None:
+        _check_choice("volume.label_downsampling", self.label_downsampling, ("majority", "conjunction"))
+        if any(r < 0 for r in self.resolution):
+            raise ConfigError(f"[volume] resolution: expected 3 non-negative numbers, got {list(self.resolution)}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``[model]``: field of view, moves and thresholds (shared by training and fill).
+
+    Attributes
+    ----------
+    input_fov_shape, output_fov_shape : tuple of 3 odd ints, voxels ZYX
+        Network input and output FOV. Output must not exceed input. The default
+        33³ with a move step of 8 is google/ffn's FIB-25 geometry (isotropic data).
+    output_fov_move_fraction : int
+        ``move_step = (output_fov_shape - 1) // output_fov_move_fraction``.
+    v_true, v_false : float
+        Soft targets inside/outside the object; ``v_true`` seeds the mask and
+        ``v_false`` stands for voxels not yet predicted.
+    t_move : float
+        A move is queued when the max probability on a face slab is >= this.
+    t_final : float
+        Threshold of the final object mask (and of the thresholded validation metric).
+    move_check_thickness : int
+        Half-thickness of the face slab checked for moves (slab is ``2t - 1`` voxels).
+    move_priority : {"descending", "proximity", "random"}
+        Order of the move queue.
+    move_recheck : bool
+        When a move is dequeued, require a voxel >= ``t_move`` within one move step
+        of its centre.
+    """
+
+    input_fov_shape: Vec3i = (33, 33, 33)
+    output_fov_shape: Vec3i = (33, 33, 33)
+    output_fov_move_fraction: int = 4
+    v_true: float = 0.95
+    v_false: float = 0.05
+    t_move: float = 0.9
+    t_final: float = 0.9
+    move_check_thickness: int = 1
+    move_priority: str = "descending"
+    move_recheck: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("input_fov_shape", "output_fov_shape"):
+            v = getattr(self, key)
+            if any(s < 1 or s % 2 == 0 for s in v):
+                raise ConfigError(f"[model] {key}: expected 3 odd positive ints, got {list(v)}")
+        if any(o > i for o, i in zip(self.output_fov_shape, self.input_fov_shape)):
+            raise ConfigError(
+                f"[model] output_fov_shape: expected <= input_fov_shape {list(self.input_fov_shape)}, "
+                f"got {list(self.output_fov_shape)}"
+            )
+        if self.output_fov_move_fraction < 1:
+            raise ConfigError("[model] output_fov_move_fraction: expected an int >= 1")
+        if any(s < 1 for s in self.move_step):
+            raise ConfigError(
+                f"[model] output_fov_move_fraction: a fraction of {self.output_fov_move_fraction} gives a "
+                f"move step of {list(self.move_step)}; every axis must move at least 1 voxel"
+            )
+        for key in ("v_true", "v_false", "t_move", "t_final"):
+            if not 0.0 < getattr(self, key) < 1.0:
+                raise ConfigError(f"[model] {key}: expected a probability in (0, 1), got {getattr(self, key)}")
+        if self.move_check_thickness < 1:
+            raise ConfigError("[model] move_check_thickness: expected an int >= 1")
+        _check_choice("model.move_priority", self.move_priority, ("descending", "proximity", "random"))
+
+    @property
+    def move_step(self) -> Vec3i:
+        """Voxels per move along each axis (derived)."""
+        return tuple((s - 1) // self.output_fov_move_fraction for s in self.output_fov_shape)  # type: ignore[return-value]
+
+    @property
+    def training_subv_shape(self) -> Vec3i:
+        """Training subvolume: one move each way from the centre, 3×3×3 FOVs (derived)."""
+        return tuple(i + 2 * m for i, m in zip(self.input_fov_shape, self.move_step))  # type: ignore[return-value]
+
+    @property
+    def validation_subv_shape(self) -> Vec3i:
+        """Validation subvolume: two moves each way, 5×5×5 FOVs (derived)."""
+        return tuple(i + 4 * m for i, m in zip(self.input_fov_shape, self.move_step))  # type: ignore[return-value]
+
+
+NETWORK_FACTORIES = ("unet", "convstack")
+_FACTORY_ALIASES = {
+    "diluvian.network.make_flood_fill_unet": "unet",
+    "diluvian.network.make_flood_fill_network": "convstack",
+}
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """``[network]``: architecture.
+
+    Attributes
+    ----------
+    factory : {"unet", "convstack"}
+        ``unet`` is the original diluvian U-Net; ``convstack`` the FFN-paper stack of
+        residual conv modules. The original's dotted names are accepted as aliases.
+    transpose : bool
+        Reverse the spatial axes of a loaded model (for XYZ-trained models).
+    rescale_image : bool
+        Map the image from [0, 1] to [-1, 1] before the first layer.
+    num_modules : int
+        Residual modules (``convstack`` only).
+    num_layers_per_module : int
+        Convolutions per residual module or per U-Net level side.
+    convolution_dim : tuple of 3 odd ints
+        Kernel size.
+    convolution_filters : int
+        Base number of filters.
+    convolution_activation : {"relu", "elu", "leaky_relu"}
+    convolution_padding : {"same"}
+        Only ``same`` is supported: output FOV == input FOV geometry.
+    initialization : {"glorot_uniform", "he_normal", "default"}
+    output_activation : {"sigmoid"}
+    dropout_probability : float
+        Dropout on U-Net skip links, or after each residual module.
+    batch_normalization : bool
+        Batch norm after each convolution's activation.
+    unet_depth : int
+        U-Net levels (depth - 1 downsamplings).
+    unet_downsample_rate : tuple of 3 ints
+        ``fixed_rate`` mode: axis i is downsampled at a level when ``rate[i] != 0``
+        and ``remaining_levels % rate[i] == 0``.
+    unet_downsample_mode : {"fixed_rate", "isotropy_approximating"}
+    resolution : tuple of 3 floats
+        Starting resolution for ``isotropy_approximating`` mode.
+    """
+
+    factory: str = "convstack"
+    transpose: bool = False
+    rescale_image: bool = False
+    num_modules: int = 8
+    num_layers_per_module: int = 2
+    convolution_dim: Vec3i = (3, 3, 3)
+    convolution_filters: int = 32
+    convolution_activation: str = "relu"
+    convolution_padding: str = "same"
+    initialization: str = "glorot_uniform"
+    output_activation: str = "sigmoid"
+    dropout_probability: float = 0.0
+    batch_normalization: bool = False
+    unet_depth: int = 4
+    unet_downsample_rate: Vec3i = (1, 1, 1)
+    unet_downsample_mode: str = "fixed_rate"
+    resolution: Vec3f = (1.0, 1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "factory", _FACTORY_ALIASES.get(self.factory, self.factory))
+        _check_choice("network.factory", self.factory, NETWORK_FACTORIES)
+        _check_choice("network.convolution_activation", self.convolution_activation, ("relu", "elu", "leaky_relu"))
+        _check_choice("network.convolution_padding", self.convolution_padding, ("same",))
+        _check_choice("network.initialization", self.initialization, ("glorot_uniform", "he_normal", "default"))
+        _check_choice("network.output_activation", self.output_activation, ("sigmoid",))
+        _check_choice("network.unet_downsample_mode", self.unet_downsample_mode, ("fixed_rate", "isotropy_approximating"))
+        if any(k < 1 or k % 2 == 0 for k in self.convolution_dim):
+            raise ConfigError(f"[network] convolution_dim: expected 3 odd positive ints, got {list(self.convolution_dim)}")
+        for key in ("num_modules", "num_layers_per_module", "convolution_filters", "unet_depth"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"[network] {key}: expected an int >= 1, got {getattr(self, key)}")
+        if not 0.0 <= self.dropout_probability < 1.0:
+            raise ConfigError(f"[network] dropout_probability: expected a value in [0, 1), got {self.dropout_probability}")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """``[optimizer]``.
+
+    Attributes
+    ----------
+    klass : {"SGD", "Adam", "AdamW"}
+        Optimizer (``torch.optim``).
+    loss : {"binary_crossentropy"}
+    lr : float
+        Learning rate.
+    momentum : float
+        SGD momentum.
+    nesterov : bool
+        SGD Nesterov momentum.
+    weight_decay : float
+    betas : tuple of 2 floats
+        Adam betas.
+    clip_gradient : float
+        Clip each gradient entry to ±this (0 = off); google/ffn uses 0.7.
+    """
+
+    klass: str = "Adam"
+    loss: str = "binary_crossentropy"
+    lr: float = 0.001
+    momentum: float = 0.5
+    nesterov: bool = True
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip_gradient: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_choice("optimizer.klass", self.klass, ("SGD", "Adam", "AdamW"))
+        _check_choice("optimizer.loss", self.loss, ("binary_crossentropy",))
+        if self.lr <= 0:
+            raise ConfigError(f"[optimizer] lr: expected a positive number, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class NoiseAugment:
+    """Per-section Gaussian noise: ``image * N(1, mul) + N(0, add)`` along ``axis`` (-1: whole volume)."""
+
+    axis: int = 0
+    mul: float = 0.05
+    add: float = 0.05
+
+
+@dataclass(frozen=True)
+class MissingDataAugment:
+    """Blank whole sections along ``axis`` with probability ``prob`` each (never the seed's)."""
+
+    axis: int = 0
+    prob: float = 0.01
+
+
+@dataclass(frozen=True)
+class ContrastAugment:
+    """Per-section contrast change (spec §4.4 formula)."""
+
+    axis: int = 0
+    prob: float = 0.05
+    scaling_mean: float = 0.5
+    scaling_std: float = 0.1
+    center_mean: float = 1.2
+    center_std: float = 0.2
+
+
+@dataclass(frozen=True)
+class MisalignmentAugment:
+    """Shift the sections after a random one along ``axis`` by up to ``max_shift`` voxels in-plane (FFN)."""
+
+    axis: int = 0
+    prob: float = 0.02
+    max_shift: int = 3
+
+
+@dataclass(frozen=True)
+class ArtifactAugment:
+    """Blend artefacts from the dataset named ``Artifacts`` in ``volume_file`` into sections."""
+
+    axis: int = 0
+    prob: float = 0.01
+    volume_file: str = ""
+
+
+@dataclass(frozen=True)
+class ValidationMetricConfig:
+    """Per-subvolume validation metric.
+
+    ``metric`` is ``binary_f_score`` (textbook F-beta, see README) or
+    ``diluvian_f_score`` (the original's ``(1+β)`` variant, for comparison).
+    """
+
+    metric: str = "binary_f_score"
+    threshold: bool = True
+    mode: str = "max"
+    beta: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_choice("training.validation_metric.metric", self.metric, ("binary_f_score", "diluvian_f_score"))
+        _check_choice("training.validation_metric.mode", self.mode, ("max", "min"))
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """``[training]``.
+
+    Attributes
+    ----------
+    num_gpus : int
+        Data-parallel devices; ``batch_size = num_gpus * gpu_batch_size``.
+    num_workers : int
+        Interleaved subvolume streams feeding the batch slots.
+    gpu_batch_size : int
+        Batch per device (on CPU: the batch).
+    training_size : int
+        Training FOVs per epoch (``steps = training_size // batch_size``).
+    validation_size : int
+        Validation subvolumes per epoch.
+    total_epochs : int
+    reset_generators : bool
+        Re-seed training subvolume sampling every epoch.
+    fill_factor_bins : tuple of floats
+        Inverse-frequency loss weighting by object filling fraction; empty = off.
+    partitions, training_partition, validation_partition : dict of regex -> 3 ints
+        Volume partitioning into training and validation parts (spec §4.1).
+    validation_metric : ValidationMetricConfig
+    patience : int
+        Early stopping after this many epochs without improvement.
+    early_abort_epoch : int
+        If > 0: abort when ``val_loss >= early_abort_loss`` at the end of this (1-based) epoch.
+    early_abort_loss : float
+    label_erosion : tuple of 3 ints
+        Binary erosion radius of the object mask before training.
+    relabel_seed_component : bool
+        Keep only the seed's connected component of the object mask.
+    exclude_label_zero : bool
+        Never train on label 0 (unlabelled / membrane in most data sets).
+    augment_* :
+        Augmentations (spec §4.4, plus misalignment).
+    device : {"auto", "cpu", "cuda"}
+    autocast : bool
+        bf16 autocast and channels-last on CUDA.
+    """
+
+    num_gpus: int = 1
+    num_workers: int = 4
+    gpu_batch_size: int = 32
+    training_size: int = 4096
+    validation_size: int = 64
+    total_epochs: int = 20
+    reset_generators: bool = False
+    fill_factor_bins: tuple[float, ...] = ()
+    partitions: dict[str, Vec3i] = field(default_factory=lambda: {".*": (2, 1, 1)})
+    training_partition: dict[str, Vec3i] = field(default_factory=lambda: {".*": (0, 0, 0)})
+    validation_partition: dict[str, Vec3i] = field(default_factory=lambda: {".*": (1, 0, 0)})
+    validation_metric: ValidationMetricConfig = field(default_factory=ValidationMetricConfig)
+    patience: int = 10
+    early_abort_epoch: int = 0
+    early_abort_loss: float = 10.0
+    label_erosion: Vec3i = (1, 1, 1)
+    relabel_seed_component: bool = False
+    exclude_label_zero: bool = True
+    augment_validation: bool = False
+    augment_use_both: bool = False
+    augment_mirrors: tuple[int, ...] = (0, 1, 2)
+    augment_permute_axes: tuple[tuple[int, int, int], ...] = ((0, 2, 1),)
+    augment_missing_data: tuple[MissingDataAugment, ...] = (MissingDataAugment(),)
+    augment_noise: tuple[NoiseAugment, ...] = (NoiseAugment(),)
+    augment_contrast: tuple[ContrastAugment, ...] = (ContrastAugment(),)
+    augment_misalignment: tuple[MisalignmentAugment, ...] = (MisalignmentAugment(),)
+    augment_artifacts: tuple[ArtifactAugment, ...] = ()
+    device: str = "auto"
+    autocast: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("num_gpus", "num_workers", "gpu_batch_size", "training_size", "validation_size", "total_epochs"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"[training] {key}: expected an int >= 1, got {getattr(self, key)}")
+        _check_choice("training.device", self.device, ("auto", "cpu", "cuda"))
+        for perm in self.augment_permute_axes:
+            if sorted(perm) != [0, 1, 2]:
+                raise ConfigError(f"[training] augment_permute_axes: expected permutations of [0, 1, 2], got {list(perm)}")
+        if list(self.fill_factor_bins) != sorted(self.fill_factor_bins):
+            raise ConfigError("[training] fill_factor_bins: expected increasing values")
+
+    @property
+    def batch_size(self) -> int:
+        """Total batch size (derived: ``num_gpus * gpu_batch_size``)."""
+        return self.num_gpus * self.gpu_batch_size
+
+
+@dataclass(frozen=True)
+class PostprocessingConfig:
+    """``[postprocessing]``.
+
+    Attributes
+    ----------
+    closing_shape : tuple of ints
+        Grey closing with ``ones(closing_shape)`` before connected components; empty = off.
+    min_body_size : int
+        Bodies with fewer voxels are dropped by dense fill.
+    """
+
+    closing_shape: tuple[int, ...] = ()
+    min_body_size: int = 100
+
+    def __post_init__(self) -> None:
+        if self.closing_shape and len(self.closing_shape) != 3:
+            raise ConfigError(f"[postprocessing] closing_shape: expected [] or 3 ints, got {list(self.closing_shape)}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. Build it with :func:`load_config`."""
+
+    random_seed: int = 1
+    volume: VolumeConfig = field(default_factory=VolumeConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    postprocessing: PostprocessingConfig = field(default_factory=PostprocessingConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _check_choice(key: str, value: str, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        section, _, name = key.rpartition(".")
+        raise ConfigError(f"[{section}] {name}: expected one of {list(choices)}, got {value!r}")
+
+
+def _closest(name: str, valid: Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is float:
+        return "a number"
+    if tp is int:
+        return "an int"
+    if tp is bool:
+        return "true/false"
+    if tp is str:
+        return "a string"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_plural(args[0])}"
+        return f"a list of {len(args)} {_plural(args[0])}"
+    if origin is dict:
+        return f"a table of {_type_name(typing.get_args(tp)[1])}"
+    return str(tp)
+
+
+def _plural(tp: Any) -> str:
+    names = {int: "ints", float: "numbers", bool: "booleans", str: "strings"}
+    return names.get(tp, "tables" if dataclasses.is_dataclass(tp) else "lists")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` (parsed TOML) against the annotation ``tp``; return it normalised."""
+
+    def bad() -> ConfigError:
+        return ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise bad()
+        return _build_dataclass(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise bad()
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise bad()
+        vtype = typing.get_args(tp)[1]
+        return {str(k): _coerce(v, vtype, f"{where}.{k}") for k, v in value.items()}
+    raise TypeError(f"unsupported config annotation {tp!r}")  # a bug in this module
+
+
+def _build_dataclass(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key {key!r}{_closest(key, names)}")
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}" if where else key)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        source = where.split(": ")[0]
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _merge(base: Config, table: Mapping[str, Any], source: str) -> Config:
+    """Apply one parsed TOML table on top of ``base``; keys replace whole values."""
+    hints = typing.get_type_hints(Config)
+    section_names = [f.name for f in dataclasses.fields(Config)]
+    updates: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in section_names:
+            raise ConfigError(f"{source}: unknown section or key {key!r}{_closest(key, section_names)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: {key}: expected a [{key}] table, got {value!r}")
+            section = getattr(base, key)
+            sec_hints = typing.get_type_hints(tp)
+            field_names = [f.name for f in dataclasses.fields(tp)]
+            sec_updates = {}
+            for k, v in value.items():
+                if k not in field_names:
+                    raise ConfigError(f"{source}: [{key}] unknown key {k!r}{_closest(k, field_names)}")
+                sec_updates[k] = _coerce(v, sec_hints[k], f"{source}: [{key}] {k}")
+            try:
+                updates[key] = dataclasses.replace(section, **sec_updates)
+            except ConfigError as e:
+                raise ConfigError(f"{source}: {e}") from None
+        else:
+            updates[key] = _coerce(value, tp, f"{source}: {key}")
+    return dataclasses.replace(base, **updates)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file; missing files and syntax errors become one-line diluvian errors."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise DatasetNotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DatasetNotFoundError(f"{path}: is a directory, expected a TOML file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: TOML syntax error: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (UTF-8) TOML file") from None
+
+
+def default_config_path() -> Path:
+    """Path of the packaged ``conf/default.toml``."""
+    return Path(__file__).parent / "conf" / "default.toml"
+
+
+def packaged_config_path(name: str) -> Path:
+    """Path of a packaged config (``default``, ``cpu_small``, ``gpu`` ...)."""
+    return Path(__file__).parent / "conf" / f"{name}.toml"
+
+
+def load_config(paths: Iterable[str | Path] = (), *, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Build a :class:`Config` from the defaults and config files applied in order.
+
+    Parameters
+    ----------
+    paths : iterable of path-like
+        TOML files, applied in order on top of the defaults. The string
+        ``"default"`` (:data:`DEFAULT_CONFIG_NAME`) resets to the packaged
+        ``default.toml`` at that point of the chain (CLI ``-cd``).
+    overrides : mapping, optional
+        A last table applied after the files (e.g. ``{"random_seed": 3}``).
+
+    Returns
+    -------
+    Config
+
+    Raises
+    ------
+    DatasetNotFoundError
+        A file does not exist.
+    ConfigError
+        TOML syntax error, unknown section or key, wrong type or invalid value.
+    """
+    cfg = Config()
+    for p in paths:
+        if str(p) == DEFAULT_CONFIG_NAME:
+            p = default_config_path()
+        cfg = _merge(cfg, read_toml(p), str(p))
+    if overrides:
+        cfg = _merge(cfg, overrides, "overrides")
+    return cfg
+
+
+def config_from_dict(table: Mapping[str, Any], source: str = "config") -> Config:
+    """Build a config from a nested dict (as written by :func:`config_to_dict`) on top of the defaults."""
+    return _merge(Config(), table, source)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as a nested dict of TOML-compatible values (lists, tables)."""
+    return _plain(cfg)
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    """Inline TOML for a plain value (lists and tables on one line, for readable dumps)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # JSON string escapes are valid TOML basic strings
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def config_to_toml(cfg: Config) -> str:
+    """The whole config as TOML text that :func:`load_config` reads back to an equal config.
+
+    One line per key; derived values (``training.batch_size``, ...) are not
+    stored, but are shown as comments.
+    """
+    table = config_to_dict(cfg)
+    lines = []
+    for key, value in table.items():
+        if not isinstance(value, dict):
+            lines.append(f"{key} = {_toml_value(value)}")
+    derived = {
+        "model": {"move_step": cfg.model.move_step, "training_subv_shape": cfg.model.training_subv_shape,
+                  "validation_subv_shape": cfg.model.validation_subv_shape},
+        "training": {"batch_size": cfg.training.batch_size},
+    }
+    for key, value in table.items():
+        if isinstance(value, dict):
+            lines += ["", f"[{key}]"]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
+            for k, v in derived.get(key, {}).items():
+                lines.append(f"# {k} = {_toml_value(_plain(v))}  (derived)")
+    return "\n".join(lines) + "\n"
+
+
+def get_config_value(cfg: Config, dotted: str) -> Any:
+    """Value at a dotted path such as ``training.batch_size`` (derived values included).
+
+    Raises
+    ------
+    ConfigError
+        No such attribute; the message suggests the closest name.
+    """
+    value: Any = cfg
+    walked = []
+    for part in dotted.split("."):
+        if isinstance(value, Mapping) and part in value:
+            value = value[part]
+        elif not isinstance(value, Mapping) and not part.startswith("_") and hasattr(value, part):
+            value = getattr(value, part)
+        else:
+            names: list[str] = []
+            if dataclasses.is_dataclass(value):
+                names = [f.name for f in dataclasses.fields(value)]
+                names += [n for n, v in vars(type(value)).items() if isinstance(v, property)]
+            elif isinstance(value, Mapping):
+                names = list(value)
+            prefix = ".".join(walked) or "config"
+            raise ConfigError(f"no config property {dotted!r}: {prefix} has no {part!r}{_closest(part, names)}")
+        walked.append(part)
+    return value
+
+
+def format_config_value(value: Any) -> str:
+    """Render one config value as TOML text (tables as a TOML document)."""
+    return _toml_value(_plain(value))
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python's, NumPy's and torch's global generators; return a fresh NumPy ``Generator``.
+
+    Library code takes the returned generator as an argument; the global seeds
+    only make third-party randomness (torch init, dropout) reproducible.
+    """
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+__all__ = [
+    "Config",
+    "VolumeConfig",
+    "ModelConfig",
+    "NetworkConfig",
+    "OptimizerConfig",
+    "TrainingConfig",
+    "PostprocessingConfig",
+    "ValidationMetricConfig",
+    "NoiseAugment",
+    "MissingDataAugment",
+    "ContrastAugment",
+    "MisalignmentAugment",
+    "ArtifactAugment",
+    "DEFAULT_CONFIG_NAME",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "config_to_toml",
+    "get_config_value",
+    "format_config_value",
+    "read_toml",
+    "seed_everything",
+]
