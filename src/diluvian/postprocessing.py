@@ -1,0 +1,65 @@
+"""Turning an object-probability mask into a body: threshold, closing, seed component."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+FACE_CONNECTIVITY = ndimage.generate_binary_structure(3, 1)
+"""6-connectivity, as the original diluvian and CREMI use."""
+
+
+def seed_component(
+    probabilities: np.ndarray,
+    seed: Sequence[int],
+    threshold: float,
+    closing_shape: Sequence[int] = (),
+) -> np.ndarray | None:
+    """Connected component of ``probabilities >= threshold`` that contains ``seed``.
+
+    Parameters
+    ----------
+    probabilities : ndarray of float, shape (Z, Y, X)
+        Object probabilities; NaN (never predicted) counts as outside.
+    seed : sequence of 3 ints
+        Seed voxel in ``probabilities`` coordinates.
+    threshold : float
+    closing_shape : sequence of 3 ints, optional
+        If given, grey closing with a box of this shape before thresholding
+        (grey rather than binary closing, so the border is not eroded).
+
+    Returns
+    -------
+    ndarray of bool or None
+        The component (same shape as ``probabilities``), or None when the seed
+        voxel is below the threshold.
+    """
+    probs = np.nan_to_num(probabilities, nan=0.0)
+    if len(closing_shape):
+        probs = ndimage.grey_closing(probs, size=tuple(closing_shape), mode="nearest")
+    binary = probs >= threshold
+    seed = tuple(int(s) for s in seed)
+    if not binary[seed]:
+        return None
+    labels, _ = ndimage.label(binary, structure=FACE_CONNECTIVITY)
+    return labels == labels[seed]
+
+
+def crop_to_nonzero(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Crop a mask to the bounding box of its nonzero voxels.
+
+    Returns
+    -------
+    start : ndarray of int, shape (3,)
+        Offset of the crop in ``mask``.
+    cropped : ndarray
+        ``mask`` restricted to the box (empty box for an all-zero mask).
+    """
+    nz = np.nonzero(mask)
+    if not len(nz[0]):
+        return np.zeros(mask.ndim, dtype=np.int64), mask[tuple(slice(0, 0) for _ in range(mask.ndim))]
+    start = np.array([a.min() for a in nz], dtype=np.int64)
+    stop = np.array([a.max() + 1 for a in nz], dtype=np.int64)
+    return start, mask[tuple(slice(a, b) for a, b in zip(start, stop))]
