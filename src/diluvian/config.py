@@ -617,15 +617,29 @@ def packaged_config_path(name: str) -> Path:
     return Path(__file__).parent / "conf" / f"{name}.toml"
 
 
+def resolve_config_path(path: str | Path) -> Path:
+    """A config path, or the name of a packaged config (``cpu_small``, ``gpu``, ``default``).
+
+    An existing file always wins over a packaged name.
+    """
+    p = Path(path)
+    if not p.exists() and p.suffix == "" and p.parent == Path("."):
+        packaged = packaged_config_path(str(path))
+        if packaged.exists():
+            return packaged
+    return p
+
+
 def load_config(paths: Iterable[str | Path] = (), *, overrides: Mapping[str, Any] | None = None) -> Config:
     """Build a :class:`Config` from the defaults and config files applied in order.
 
     Parameters
     ----------
     paths : iterable of path-like
-        TOML files, applied in order on top of the defaults. The string
-        ``"default"`` (:data:`DEFAULT_CONFIG_NAME`) resets to the packaged
-        ``default.toml`` at that point of the chain (CLI ``-cd``).
+        TOML files, applied in order on top of the defaults. A bare name such
+        as ``"cpu_small"`` that is not a file names a packaged config; ``"default"``
+        (:data:`DEFAULT_CONFIG_NAME`) resets to the packaged ``default.toml`` at
+        that point of the chain (CLI ``-cd``).
     overrides : mapping, optional
         A last table applied after the files (e.g. ``{"random_seed": 3}``).
 
@@ -642,8 +656,7 @@ def load_config(paths: Iterable[str | Path] = (), *, overrides: Mapping[str, Any
     """
     cfg = Config()
     for p in paths:
-        if str(p) == DEFAULT_CONFIG_NAME:
-            p = default_config_path()
+        p = resolve_config_path(p)
         cfg = _merge(cfg, read_toml(p), str(p))
     if overrides:
         cfg = _merge(cfg, overrides, "overrides")
