@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-deps bench clean
 
 setup: $(STAMP)
 
@@ -19,9 +19,19 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: setup
-	$(PY) -m diluvian.demo $(DEMO_DIR)
+	DILUVIAN=$(VENV)/bin/diluvian scripts/demo.sh $(DEMO_DIR)
 
-test: setup
+# Chromium for the `browser` tests: installed when missing and possible (root + apt-get).
+# Never fails: without a browser those tests skip.
+test-deps:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  echo 'make test-deps: installing chromium for the browser tests' >&2 && \
+	  timeout 300 apt-get update -qq >/dev/null 2>&1 && \
+	  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq chromium >/dev/null 2>&1; } || \
+	echo 'make test-deps: no chromium; the browser tests will skip' >&2
+
+test: setup test-deps
 	@# pytest exits 5 when it collects no test: an empty run is a failure, not a pass
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'make test: no tests were collected' >&2; exit 1; fi; exit $$rc

@@ -116,11 +116,331 @@ def _add_synthesize(sub, common) -> None:
     p.set_defaults(func=_cmd_synthesize)
 
 
+def _cmd_view(args: argparse.Namespace) -> int:
+    from .view import open_in_browser, snapshot_volumes, stop_server, view_volumes, wait_for_interrupt
+
+    from .errors import ConfigError
+
+    if args.point is not None and args.snapshot is None:
+        raise ConfigError("--point applies to --snapshot only")
+    cfg = load_cli_config(args)
+    volumes = require_volumes(args)
+    if args.snapshot is not None:
+        for path in snapshot_volumes(volumes, args.snapshot, args.volume_name_regex, point=args.point,
+                                     segmentation=args.segmentation, partition_volumes=args.partition_volumes,
+                                     config=cfg):
+            print(f"wrote {path}")
+        return 0
+    viewer = view_volumes(volumes, args.volume_name_regex, segmentation=args.segmentation,
+                          partition_volumes=args.partition_volumes, config=cfg, bind_address=args.bind_address,
+                          port=args.port, wait=False)
+    url = viewer.get_viewer_url()
+    print(url, flush=True)
+    if args.open:
+        open_in_browser(url)
+    print("serving; press Ctrl-C to stop", file=sys.stderr, flush=True)
+    wait_for_interrupt()
+    stop_server()
+    return 0
+
+
+def _add_view(sub, common) -> None:
+    p = sub.add_parser("view", parents=[common], help="View a set of co-registered volumes in neuroglancer.",
+                       description="Serve the image, labels and mask of the matching volumes in one neuroglancer "
+                                   "viewer: prints its URL and serves until Ctrl-C. With --snapshot, write a PNG of "
+                                   "three orthogonal slices instead.")
+    p.add_argument("volume_name_regex", nargs="?", default=".",
+                   help="Regex to filter which volumes of those defined in the volume configuration should be "
+                        "loaded (matched at the start of the name; default: all).")
+    p.add_argument("--partition-volumes", action="store_true", dest="partition_volumes", default=False,
+                   help="Partition volumes and view centered at the validation partitions.")
+    p.add_argument("--segmentation", default=None, metavar="NAME",
+                   help="Volume whose labels to show over the matching volume, e.g. the '<volume> segmentation' "
+                        "entry written by fill.")
+    p.add_argument("--bind-address", default="127.0.0.1",
+                   help="Address the viewer's web server listens on (default: 127.0.0.1; 0.0.0.0 for all).")
+    p.add_argument("--port", type=int, default=0, help="Port of the web server (default: 0, any free port).")
+    p.add_argument("--open", action="store_true", default=False,
+                   help="Open the viewer in a web browser, when one is available.")
+    p.add_argument("--snapshot", default=None, metavar="OUT.png",
+                   help="Write a PNG of XY, ZY and XZ slices (segmentation overlaid) instead of serving; "
+                        "use {volume} in the name when several volumes match.")
+    p.add_argument("--point", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                   help="Voxel the --snapshot slices go through (default: the centre).")
+    p.set_defaults(func=_cmd_view)
+
+
+def _fill_common_args(p: argparse.ArgumentParser) -> None:
+    """Flags shared by fill and sparse-fill."""
+    p.add_argument("--partition-volumes", action="store_true", dest="partition_volumes", default=False,
+                   help="Partition volumes and only fill the validation partition.")
+    p.add_argument("--no-bias", action="store_false", dest="bias", default=True,
+                   help="Overwrite prediction mask at the end of each field of view inference rather than using "
+                        "the anti-merge bias update.")
+    p.add_argument("--move-batch-size", dest="move_batch_size", type=int, default=None,
+                   help="Maximum number of fill moves to process in each prediction batch. Dense fill batches "
+                        "moves across objects, one move per object per batch, which gives the same result as "
+                        "filling one object at a time (default: 32 on CPU, 256 on CUDA); sparse-fill batches "
+                        "across its regions likewise.")
+    p.add_argument("--max-moves", dest="max_moves", type=int, default=None,
+                   help="Cancel filling after this many moves.")
+    p.add_argument("--remask-interval", dest="remask_interval", type=int, default=None,
+                   help="Interval in moves to reset filling region mask based on the seeded connected component.")
+
+
+def _cmd_fill(args: argparse.Namespace) -> int:
+    from .config import seed_everything
+    from .fill.run import fill_volumes_to_files, load_fill_model, prepare_volumes
+
+    from .util import check_writable_dir
+
+    cli_cfg = load_cli_config(args)
+    _check_fill_args(args)
+    if args.model_file is None:
+        from .errors import ConfigError
+
+        raise ConfigError("fill needs a trained model: give it with -m/--model-file")
+    check_writable_dir(args.segmentation_output_file.replace("{volume}", "volume") + ".hdf5")
+    rng = seed_everything(cli_cfg.random_seed)
+    model, cfg = load_fill_model(args.model_file, cli_cfg, args.config_files)
+    volumes = prepare_volumes(require_volumes(args), cfg, args.partition_volumes)
+    results = fill_volumes_to_files(
+        volumes, model, cfg, args.segmentation_output_file, model_file=args.model_file,
+        resume_pattern=args.resume_filename, checkpoint_interval=args.checkpoint_interval, rng=rng,
+        progress=sys.stderr.isatty(), move_batch_size=args.move_batch_size, max_moves=args.max_moves,
+        remask_interval=args.remask_interval, bias=args.bias, seed_generator=args.seed_generator,
+        ordered_seeds=args.ordered_seeds, ignore_mask=args.ignore_mask,
+        background_label_id=args.background_label_id, max_bodies=args.max_bodies,
+        reject_early_termination=args.reject_early_termination, in_memory=args.in_memory)
+    for name, result in results.items():
+        print(f"{name}: {result.stats.summary()}")
+    return 0
+
+
+def _check_fill_args(args: argparse.Namespace) -> None:
+    from .errors import DataError
+
+    for flag, value, low in (("--move-batch-size", args.move_batch_size, 1), ("--max-moves", args.max_moves, 0),
+                             ("--remask-interval", args.remask_interval, 1),
+                             ("--max-bodies", getattr(args, "max_bodies", None), 1),
+                             ("--checkpoint-interval", getattr(args, "checkpoint_interval", None), 0)):
+        if value is not None and value < low:
+            raise DataError(f"{flag}: expected an int >= {low}, got {value}")
+
+
+def _add_fill(sub, common) -> None:
+    p = sub.add_parser("fill", parents=[common], help="Use a trained network to densely segment a volume.",
+                       description="Use a trained network to densely segment each volume: writes "
+                                   "SEGMENTATION_OUTPUT_FILE.hdf5 (volumes/labels/neuron_ids, uint64, and "
+                                   "volumes/labels/conflict_count) and SEGMENTATION_OUTPUT_FILE.toml (a dataset "
+                                   "entry '<volume> segmentation' for -v). Progress is checkpointed to "
+                                   "SEGMENTATION_OUTPUT_FILE_checkpoint.hdf5/.toml (also on Ctrl-C); continue with "
+                                   "--resume-file. The model file's [model] and [network] settings are used.")
+    _fill_common_args(p)
+    p.add_argument("--seed-generator", dest="seed_generator", default="sobel", choices=("grid", "sobel"),
+                   help="Method to generate seed locations for flood filling (default: sobel).")
+    p.add_argument("--ordered-seeds", action="store_true", dest="ordered_seeds", default=False,
+                   help="Do not shuffle order in which seeds are processed.")
+    p.add_argument("--ignore-mask", action="store_true", dest="ignore_mask", default=False,
+                   help="Ignore the mask channel when generating seeds. (A plain switch: the original took a "
+                        "value here.)")
+    p.add_argument("--background-label-id", dest="background_label_id", type=int, default=0,
+                   help="Label ID to output for voxels not belonging to any filled body.")
+    p.add_argument("--max-bodies", dest="max_bodies", type=int, default=None,
+                   help="Cancel filling after this many bodies (only useful for diagnostics).")
+    p.add_argument("--reject-early-termination", action="store_true", dest="reject_early_termination",
+                   default=False, help="Reject seeds that terminate early, e.g., due to maximum move limits.")
+    p.add_argument("--resume-file", dest="resume_filename", default=None,
+                   help="Filename for the TOML configuration file of a segmented label volume from which to "
+                        "resume filling (a checkpoint's _checkpoint.toml continues exactly where it stopped). "
+                        "The configuration should only contain one dataset. May contain {volume}.")
+    p.add_argument("--checkpoint-interval", dest="checkpoint_interval", type=int, default=50,
+                   help="Write a checkpoint every this many bodies (default: 50; 0: never). Checkpoints are "
+                        "removed once the output is written.")
+    p.add_argument("segmentation_output_file",
+                   help="Filename for the HDF5 segmentation output, without extension. Should contain "
+                        "\"{volume}\", which will be substituted with the volume name for each respective "
+                        "volume's bounds (required with more than one volume).")
+    p.set_defaults(func=_cmd_fill)
+
+
+def _cmd_sparse_fill(args: argparse.Namespace) -> int:
+    from .config import seed_everything
+    from .fill.run import load_fill_model, prepare_volumes
+    from .fill.sparse import sparse_fill_to_files
+
+    cli_cfg = load_cli_config(args)
+    _check_fill_args(args)
+    if args.model_file is None:
+        from .errors import ConfigError
+
+        raise ConfigError("sparse-fill needs a trained model: give it with -m/--model-file")
+    rng = seed_everything(cli_cfg.random_seed)
+    model, cfg = load_fill_model(args.model_file, cli_cfg, args.config_files)
+    volumes = prepare_volumes(require_volumes(args), cfg, args.partition_volumes)
+    interactive = args.interactive if args.interactive is not None else (sys.stdin.isatty() and sys.stdout.isatty())
+    summary = sparse_fill_to_files(
+        volumes, model, cfg, args.output, bounds_pattern=args.bounds_input_file, num_regions=args.num_regions,
+        bounds_num_moves=tuple(args.bounds_num_moves), augment=args.augment, move_batch_size=args.move_batch_size,
+        max_moves=args.max_moves, remask_interval=args.remask_interval, bias=args.bias, rng=rng,
+        interactive=interactive)
+    print(summary)
+    return 0
+
+
+def _add_sparse_fill(sub, common) -> None:
+    p = sub.add_parser("sparse-fill", parents=[common], help="Use a trained network to fill random regions in a volume.",
+                       description="Fill single objects from the centres of subvolumes (random, or read with -bi), "
+                                   "score them against the ground truth and write the image, target and prediction "
+                                   "of every region to one HDF5 file plus a CSV table (volume, index, seed, "
+                                   "label_id, f_score, moves, stop reason). Prints mean F-score and moves.")
+    _fill_common_args(p)
+    p.add_argument("--bounds-num-moves", dest="bounds_num_moves", type=int, nargs=3, default=[5, 5, 5],
+                   metavar="BOUNDS_NUM_MOVES",
+                   help="Number of moves in direction to size the subvolume bounds (default: 5 5 5).")
+    p.add_argument("--augment", action="store_true", default=False,
+                   help="Apply training augmentations to subvolumes before filling.")
+    p.add_argument("-bi", "--bounds-input-file", dest="bounds_input_file", default=None,
+                   help="Filename for bounds CSV input. Should contain \"{volume}\", which will be substituted "
+                        "with the volume name for each respective volume's bounds.")
+    p.add_argument("--num-regions", dest="num_regions", type=int, default=10,
+                   help="Random subvolumes per volume when no -bi file is given (default: 10).")
+    p.add_argument("-o", "--output", default="sparse_fill.h5",
+                   help="HDF5 file for the regions (default: sparse_fill.h5); the CSV table goes next to it "
+                        "with extension .csv.")
+    p.add_argument("--interactive", action=argparse.BooleanOptionalAction, default=None,
+                   help="Ask before each region (Enter: next, q: quit); default when stdin is a terminal.")
+    p.set_defaults(func=_cmd_sparse_fill)
+
+
+def _cmd_gen_subv_bounds(args: argparse.Namespace) -> int:
+    from .config import seed_everything
+    from .fill.sparse import write_subvolume_bounds
+
+    cfg = load_cli_config(args)
+    rng = seed_everything(cfg.random_seed)
+    if args.model_file is not None:  # the model's FOV and move step size the subvolumes
+        from .fill.run import load_fill_model
+
+        cfg = load_fill_model(args.model_file, cfg, args.config_files)[1]
+    volumes = require_volumes(args)
+    for path in write_subvolume_bounds(volumes, cfg, args.bounds_output_file, args.num_bounds,
+                                       bounds_num_moves=tuple(args.bounds_num_moves), rng=rng):
+        print(f"wrote {path}")
+    return 0
+
+
+def _add_gen_subv_bounds(sub, common) -> None:
+    p = sub.add_parser("gen-subv-bounds", parents=[common], help="Generate subvolume bounds.",
+                       description="Draw random subvolume bounds (as training samples them) for each volume, "
+                                   "downsampled to [volume] resolution, and write them to a CSV file per volume "
+                                   "(start,stop,seed,label_id,label_margin), for sparse-fill -bi. The subvolume "
+                                   "shape is input_fov + 2 * move_step * BOUNDS_NUM_MOVES, from [model] of the "
+                                   "config, or of the model given with -m.")
+    p.add_argument("bounds_output_file",
+                   help="Filename for the CSV output. Should contain \"{volume}\", which will be substituted "
+                        "with the volume name for each respective volume's bounds.")
+    p.add_argument("num_bounds", type=int, help="Number of bounds to generate.")
+    p.add_argument("--bounds-num-moves", dest="bounds_num_moves", type=int, nargs=3, default=[5, 5, 5],
+                   metavar="BOUNDS_NUM_MOVES",
+                   help="Number of moves in direction to size the subvolume bounds (default: 5 5 5).")
+    p.set_defaults(func=_cmd_gen_subv_bounds)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import seed_everything
+    from .network import config_for_model_file
+    from .training import train_network
+
+    cfg = load_cli_config(args)
+    if args.model_file is not None:
+        cfg = config_for_model_file(cfg, args.model_file, args.config_files)
+    rng = seed_everything(cfg.random_seed)
+    result = train_network(cfg, require_volumes(args), args.model_output_filebase, model_file=args.model_file,
+                           checkpoint_pattern=args.model_checkpoint_file, tensorboard=args.tensorboard,
+                           early_restart=args.early_restart, rng=rng)
+    print(result.summary())
+    return 0
+
+
+def _add_train(sub, common) -> None:
+    p = sub.add_parser("train", parents=[common], help="Train a network from labeled volumes.",
+                       description="Train a flood-filling network with moving fields of view on the training "
+                                   "partitions of the volumes, validating on the validation partitions every epoch. "
+                                   "Writes MODEL_OUTPUT_FILEBASE.toml (effective config), .pt (best model by "
+                                   "val_subv_metric), .csv (per-epoch loss, val_loss, val_subv_metric, time) and "
+                                   ".png (metric plot). With -m, training continues from that model (weights, "
+                                   "optimizer state, epoch count) for total_epochs more epochs; its [network] and "
+                                   "FOVs are used.")
+    p.add_argument("-mo", "--model-output-filebase", dest="model_output_filebase", default="model_output",
+                   help="Base filename for the best trained model and other output artifacts, such as metric plots "
+                        "and configuration state (default: model_output).")
+    p.add_argument("-mc", "--model-checkpoint-file", dest="model_checkpoint_file", default=None,
+                   help="Filename for model checkpoints at every epoch. This is different than the model output "
+                        "file; if provided, this model file is saved every epoch regardless of validation "
+                        "performance. Can use Python format fields: {epoch} and the epoch's metrics, e.g. "
+                        "'ckpt_{epoch:03d}_{val_subv_metric:.3f}.pt'.")
+    p.add_argument("--early-restart", action="store_true", dest="early_restart", default=False,
+                   help="If training is aborted early because an early abort metric criteria, restart training "
+                        "with a new random seed.")
+    p.add_argument("--tensorboard", action="store_true", default=False,
+                   help="Output tensorboard log files while training (scalars and validation slices, in "
+                        "MODEL_OUTPUT_FILEBASE_logs/).")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    import json
+
+    from .config import seed_everything
+    from .errors import ConfigError
+    from .network import config_for_model_file
+    from .training import validate_model
+    from .util import atomic_path
+
+    if args.model_file is None:
+        raise ConfigError("validate needs a trained model: give it with -m/--model-file")
+    cfg = config_for_model_file(load_cli_config(args), args.model_file, args.config_files)
+    seed_everything(cfg.random_seed)
+    if args.json_file is not None:
+        from .util import check_writable_dir
+
+        check_writable_dir(args.json_file)
+    result = validate_model(cfg, require_volumes(args), args.model_file)
+    print(f"Metric: {result.metric}")
+    print(f"All: {[round(v, 6) for v in result.per_subvolume]}")
+    print(f"Loss: {result.loss}")
+    if args.json_file is not None:
+        with atomic_path(args.json_file, suffix=".json") as tmp:
+            tmp.write_text(json.dumps({"metric": result.metric, "loss": result.loss,
+                                       "per_subvolume": result.per_subvolume, "moves": result.moves,
+                                       "metric_name": cfg.training.validation_metric.metric,
+                                       "beta": cfg.training.validation_metric.beta}, indent=1) + "\n")
+    return 0
+
+
+def _add_validate(sub, common) -> None:
+    p = sub.add_parser("validate", parents=[common], help="Run a model on validation data.",
+                       description="Fill the fixed validation subvolumes of the volumes' validation partitions with "
+                                   "a trained model (-m) as training validates, and print the mean per-subvolume "
+                                   "metric ('Metric: <value>'), every subvolume's metric ('All: [...]') and the "
+                                   "validation loss. The model file's [network] and FOVs are used.")
+    p.add_argument("--json", dest="json_file", default=None, metavar="FILE",
+                   help="Also write the results to this JSON file.")
+    p.set_defaults(func=_cmd_validate)
+
+
 # Subcommand registry, in the order `diluvian -h` lists them. Each entry adds one
 # subparser whose `func` default is its handler.
 SUBCOMMANDS: list[Callable] = [
     _add_check_config,
     _add_synthesize,
+    _add_train,
+    _add_validate,
+    _add_view,
+    _add_fill,
+    _add_sparse_fill,
+    _add_gen_subv_bounds,
 ]
 
 

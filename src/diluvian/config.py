@@ -173,7 +173,14 @@ class NetworkConfig:
     rescale_image : bool
         Map the image from [0, 1] to [-1, 1] before the first layer.
     num_modules : int
-        Residual modules (``convstack`` only).
+        Residual modules (``convstack`` only). With ``convstack_variant = "ffn"``
+        this is google/ffn's ``depth`` (its first two convolutions count as one
+        module): FFN's FIB-25 model is ``num_modules = 12``.
+    convstack_variant : {"diluvian", "ffn"}
+        ``diluvian``: the original's stack (conv, ``num_modules`` residual modules,
+        3×3×3 head). ``ffn``: google/ffn's ConvStack3DFFNModel (two convs,
+        ``num_modules - 1`` pre-activation residual modules, 1×1×1 head, mask as
+        logits and an additive output). See ``diluvian.network``.
     num_layers_per_module : int
         Convolutions per residual module or per U-Net level side.
     convolution_dim : tuple of 3 odd ints
@@ -203,6 +210,7 @@ class NetworkConfig:
     transpose: bool = False
     rescale_image: bool = False
     num_modules: int = 8
+    convstack_variant: str = "diluvian"
     num_layers_per_module: int = 2
     convolution_dim: Vec3i = (3, 3, 3)
     convolution_filters: int = 32
@@ -220,6 +228,7 @@ class NetworkConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "factory", _FACTORY_ALIASES.get(self.factory, self.factory))
         _check_choice("network.factory", self.factory, NETWORK_FACTORIES)
+        _check_choice("network.convstack_variant", self.convstack_variant, ("diluvian", "ffn"))
         _check_choice("network.convolution_activation", self.convolution_activation, ("relu", "elu", "leaky_relu"))
         _check_choice("network.convolution_padding", self.convolution_padding, ("same",))
         _check_choice("network.initialization", self.initialization, ("glorot_uniform", "he_normal", "default"))

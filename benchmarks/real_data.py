@@ -1,0 +1,179 @@
+"""Real-data results: train, fill and evaluate on FIB-25 and medulla, with baselines.
+
+For each data set: train on the training partition with the repo's own CLI
+(``diluvian train``), densely fill the validation partition (``diluvian fill
+--partition-volumes``), score it with the CREMI protocol (``diluvian evaluate
+--partition-volumes``, 25 nm border) and, in the same run on the same
+partitions, score the classical baselines: a seeded watershed tuned on the
+training partition only, connected components (tuned likewise) and the trivial
+one-segment answer.
+
+Usage::
+
+    python benchmarks/real_data.py [--out bench_output/real] [--datasets fib25 medulla]
+                                   [--config cpu_real] [--train-minutes 30]
+
+Data come from ``$DILUVIAN_DATA_DIR`` (default ``../shared/data``); the script
+prints a Markdown table for BENCHMARKS.md and writes ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+DATASETS = {
+    "fib25": "fib25_train.h5",
+    "medulla": "medulla_small.h5",
+}
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("DILUVIAN_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+def run(cmd: list[str], log_file: Path) -> float:
+    """Run a CLI command, tee its output to a log; return the wall time."""
+    print("$", " ".join(shlex.quote(c) for c in cmd), flush=True)
+    start = time.perf_counter()
+    with open(log_file, "a") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"command failed ({done.returncode}), see {log_file}: {' '.join(cmd)}")
+    return elapsed
+
+
+def write_dataset_toml(path: Path, name: str, h5: Path) -> None:
+    path.write_text(
+        "[[dataset]]\n"
+        f'name = "{name}"\n'
+        f'hdf5_file = "{h5}"\n'
+        'image_dataset = "volumes/raw"\n'
+        'label_dataset = "volumes/labels/neuron_ids"\n'
+        "resolution = [10, 10, 10]\n"
+    )
+
+
+def baseline_scores(h5: Path, resolution: float) -> dict:
+    """Tune baselines on the training half (Z partition 0), score them on the validation half."""
+    from diluvian.baselines import tune_baseline
+    from diluvian.evaluate import evaluate_volumes
+
+    with h5py.File(h5, "r") as f:
+        raw = f["volumes/raw"][:]
+        gt = f["volumes/labels/neuron_ids"][:]
+    half = raw.shape[0] // 2
+    train_raw, train_gt = raw[:half], gt[:half]
+    val_raw, val_gt = raw[half:2 * half], gt[half:2 * half]
+    res = (resolution,) * 3
+
+    def cremi(gt_part, seg):
+        return evaluate_volumes(gt_part, seg, border_threshold_nm=25.0, resolution=res, progress=False).cremi_score
+
+    results = {}
+    for name in ("watershed", "connected_components", "one_segment"):
+        start = time.perf_counter()
+        tuned = tune_baseline(name, train_raw, lambda seg: cremi(train_gt, seg))
+        scores = evaluate_volumes(val_gt, tuned.apply(val_raw), border_threshold_nm=25.0, resolution=res,
+                                  progress=False)
+        results[name] = {"params": tuned.params, "train_cremi": tuned.score, "time_s": time.perf_counter() - start,
+                         **_score_dict(scores)}
+    return results
+
+
+def _score_dict(scores) -> dict:
+    d = scores.to_dict()
+    return {k: d[k] for k in ("voi_split", "voi_merge", "adapted_rand_error", "cremi_score",
+                              "n_pred_objects", "fraction_pred_zero") if k in d}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "bench_output" / "real")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--config", default="cpu_real", help="training config (file or packaged name)")
+    parser.add_argument("--train-minutes", type=float, default=30.0, help="training time budget per data set")
+    parser.add_argument("--model", type=Path, default=None, help="skip training: use this model for every data set")
+    parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    diluvian = [sys.executable, "-m", "diluvian"]
+    results: dict = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
+                                f"{os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
+                     "config": args.config, "datasets": {}}
+    for ds in args.datasets:
+        h5 = data_dir() / DATASETS[ds]
+        if not h5.exists():
+            print(f"skipping {ds}: {h5} not found")
+            continue
+        out = args.out / ds
+        out.mkdir(parents=True, exist_ok=True)
+        log = out / "log.txt"
+        toml = out / f"{ds}.toml"
+        write_dataset_toml(toml, ds, h5)
+        entry: dict = {}
+        model = args.model
+        if model is None:
+            model = out / "model.pt"
+            entry["train_s"] = run(diluvian + ["train", "-c", args.config, "-v", str(toml), "-mo", str(out / "model"),
+                                               "-rs", str(args.seed), "--max-minutes", str(args.train_minutes)], log)
+        entry["fill_s"] = run(diluvian + ["fill", "-m", str(model), "-v", str(toml), "--partition-volumes",
+                                          "-rs", str(args.seed), str(out / "segmentation_{volume}")], log)
+        entry["evaluate_s"] = run(diluvian + ["evaluate", "-v", str(toml), "-v", str(out / f"segmentation_{ds}.toml"),
+                                              "--partition-volumes", ds, f"{ds} segmentation",
+                                              "--json", str(out / "scores.json")], log)
+        entry["diluvian"] = _score_dict(_Scores(json.loads((out / "scores.json").read_text())))
+        if not args.skip_baselines:
+            entry["baselines"] = baseline_scores(h5, 10.0)
+        results["datasets"][ds] = entry
+        (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+
+    print_table(results)
+    return 0
+
+
+class _Scores:
+    """Adapter so JSON score dicts go through :func:`_score_dict` like score objects."""
+
+    def __init__(self, d: dict) -> None:
+        self._d = d.get("scores", d)
+
+    def to_dict(self) -> dict:
+        return self._d
+
+
+def print_table(results: dict) -> None:
+    print(f"\nmachine: {results['machine']}; date {results['date']}; config {results['config']}\n")
+    print("| data | method | VOI split | VOI merge | ARAND | CREMI score | objects | unclaimed |")
+    print("|---|---|---|---|---|---|---|---|")
+    for ds, entry in results["datasets"].items():
+        rows = [("diluvian", entry["diluvian"])] + [(f"{k} (tuned on train)" if k != "one_segment" else k, v)
+                                                   for k, v in entry.get("baselines", {}).items()]
+        for name, s in rows:
+            print(f"| {ds} | {name} | {s.get('voi_split', np.nan):.3f} | {s.get('voi_merge', np.nan):.3f} | "
+                  f"{s.get('adapted_rand_error', np.nan):.3f} | {s.get('cremi_score', np.nan):.3f} | "
+                  f"{s.get('n_pred_objects', '')} | {s.get('fraction_pred_zero', np.nan):.3f} |")
+    print()
+    for ds, entry in results["datasets"].items():
+        times = ", ".join(f"{k} {v:.0f} s" for k, v in entry.items() if k.endswith("_s"))
+        print(f"{ds}: {times}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,995 @@
+"""Dense fill: segment a whole volume (or one box of it) seed by seed.
+
+Semantics (the original diluvian's, spec §1.2 steps 5-6 and §5.7)
+------------------------------------------------------------------
+Seeds are taken in order (shuffled unless ``ordered_seeds``). Each seed grows a
+:class:`~diluvian.region.Region` over the whole box (reflect padding at the box
+borders, a block-sparse mask so that memory follows the object). A fill stops
+when no move is left, when the seed's own probability drops below 0.5 (checked
+every 100 moves, with the anti-merge bias on), after ``max_moves`` moves, or when
+a remask loses the seed. The body is the seed-connected component of
+``mask >= t_final`` (after the optional closing). Bodies are committed in seed
+order: a seed that is already labelled is skipped; a body writes its label only
+into unlabelled voxels (first body wins) and counts the overlap in
+``conflict_count``; bodies smaller than ``postprocessing.min_body_size`` voxels are
+dropped. Labels are consecutive from 1, skipping ``background_label_id``.
+
+Batching across objects
+-----------------------
+A single object's fill is sequential (each move depends on the previous
+predictions), so one object cannot keep a GPU busy. Here up to
+``move_batch_size`` regions (the next unlabelled seeds in order) fill at once and
+every step runs **one** forward pass over one block from each of them. Because a
+region's fill never looks at other regions (only the final write is
+first-wins), it ends exactly as it would alone. Finished regions are committed
+strictly in seed order, and committing a body revokes the active regions whose
+seed it covers (they would have been skipped when filled one at a time). The
+segmentation therefore equals the one-object-at-a-time segmentation; the only
+cost is the moves of revoked regions ("wasted moves"). To keep that waste low, a
+seed that lies inside the current mask (``>= t_final``) of an earlier active
+region is not started until that region is committed.
+
+Each region's random generator (used only by ``move_priority = "random"``) is
+derived from the run's entropy and the seed index, so results do not depend on
+the batching, and a run resumed from a checkpoint ends exactly like an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..config import Config
+from ..errors import DataError
+from ..region import Region
+from .engine import BatchTimer, RegionStepper, Slot, collect_batch, run_batch
+from .predict import default_move_batch_size, make_predictor
+
+log = logging.getLogger(__name__)
+
+SEED_CHECK_INTERVAL = 100
+"""Moves between checks of the seed probability (and of revocation), as in the original."""
+SEED_MIN_PROBABILITY = 0.5
+"""With the anti-merge bias, a fill stops when the seed voxel's probability drops below this."""
+DEFAULT_CHECKPOINT_INTERVAL = 50
+"""Committed bodies between checkpoints."""
+DEFAULT_ARRAY_RESOLUTION = (10.0, 10.0, 10.0)
+"""Resolution (nm) assumed for a bare image array when neither ``resolution`` nor ``[volume] resolution`` is set."""
+
+_SKIPPED = "skipped"
+_REVOKED = "revoked"
+
+
+# --------------------------------------------------------------------------- results and state
+
+
+@dataclass
+class FillStats:
+    """Counters of a dense fill (cumulative over resumed runs, except the timings).
+
+    Attributes
+    ----------
+    seeds : int
+        Seeds in the run.
+    seeds_done : int
+        Seeds resolved (committed, skipped or rejected).
+    bodies : int
+        Bodies written.
+    voxels_labelled : int
+        Voxels given a label.
+    conflicts : int
+        Body voxels that were already labelled by an earlier body (not written).
+    skipped_labelled : int
+        Seeds already labelled when their turn came.
+    revoked : int
+        Regions started in a batch and dropped because an earlier body covered their seed.
+    no_body : int
+        Fills whose seed ended outside the thresholded mask.
+    dropped_small : int
+        Bodies under ``min_body_size``.
+    rejected_early : int
+        Fills that stopped early, with ``reject_early_termination``.
+    moves : int
+        FOVs evaluated.
+    wasted_moves : int
+        FOVs of revoked regions.
+    batches : int
+        Forward passes.
+    seconds : float
+        Wall time of this run.
+    forward_wait_seconds : float
+        Time spent waiting for forward passes.
+    """
+
+    seeds: int = 0
+    seeds_done: int = 0
+    bodies: int = 0
+    voxels_labelled: int = 0
+    conflicts: int = 0
+    skipped_labelled: int = 0
+    revoked: int = 0
+    no_body: int = 0
+    dropped_small: int = 0
+    rejected_early: int = 0
+    moves: int = 0
+    wasted_moves: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    forward_wait_seconds: float = 0.0
+
+    @property
+    def fov_per_second(self) -> float:
+        return self.moves / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        return (f"{self.bodies} bodies, {self.voxels_labelled} voxels labelled, {self.conflicts} conflict voxels; "
+                f"seeds {self.seeds_done}/{self.seeds} ({self.skipped_labelled} already labelled, "
+                f"{self.revoked} revoked, {self.no_body} without body, {self.dropped_small} too small, "
+                f"{self.rejected_early} stopped early); {self.moves} FOVs ({self.wasted_moves} wasted) in "
+                f"{self.batches} batches, {self.seconds:.1f} s, {self.fov_per_second:.1f} FOV/s")
+
+
+@dataclass
+class FillState:
+    """Everything needed to continue a dense fill exactly (saved in checkpoints).
+
+    Attributes
+    ----------
+    seeds : ndarray of int64, shape (N, 3)
+        Seeds in processing order (box coordinates).
+    next_seed : int
+        Index of the first seed not yet resolved; all earlier ones are committed.
+    next_label : int
+        Next label id to hand out.
+    entropy : int
+        Source of the per-region random generators.
+    options : dict
+        Fill options (the ones that change the result).
+    volume : str
+        Name of the filled volume.
+    bounds : (list of 3 ints, list of 3 ints)
+        Filled box ``(start, stop)`` in volume voxels.
+    stats : dict
+        :class:`FillStats` fields.
+    """
+
+    seeds: NDArray[np.int64]
+    next_seed: int
+    next_label: int
+    entropy: int
+    options: dict
+    volume: str
+    bounds: tuple[list[int], list[int]]
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(b - a) for a, b in zip(*self.bounds))  # type: ignore[return-value]
+
+
+@dataclass
+class FillResult:
+    """Result of :func:`fill_volume_with_model`.
+
+    Attributes
+    ----------
+    labels : array-like of uint64, shape of the box
+        The segmentation (the ``output`` argument when one was given).
+    conflict_count : ndarray of uint32
+        Per voxel, how many later bodies also claimed it.
+    stats : FillStats
+    state : FillState
+        Final state (``next_seed`` < number of seeds when stopped by ``max_bodies``).
+    """
+
+    labels: Any
+    conflict_count: Any
+    stats: FillStats
+    state: FillState
+
+
+# --------------------------------------------------------------------------- storage helpers
+
+
+class LazyImage:
+    """Read-only array view of a box of a volume's image, fetched by chunk and cached.
+
+    Parameters
+    ----------
+    volume
+        Anything with ``get_image(start, stop) -> float32 ndarray``.
+    start, stop : 3 ints
+        The box, in volume voxels.
+    chunk_shape : 3 ints
+        Fetch granularity.
+    max_chunks : int
+        Chunks kept in the LRU cache.
+    """
+
+    def __init__(self, volume: Any, start: Sequence[int], stop: Sequence[int],
+                 chunk_shape: Sequence[int] = (64, 64, 64), max_chunks: int = 256) -> None:
+        self.volume = volume
+        self.start = np.asarray(start, dtype=np.int64)
+        self.shape = tuple(int(b - a) for a, b in zip(start, stop))
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 3
+        self.chunk = np.asarray(chunk_shape, dtype=np.int64)
+        self.max_chunks = max_chunks
+        self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+    def _get_chunk(self, idx: tuple[int, int, int]) -> np.ndarray:
+        arr = self._cache.get(idx)
+        if arr is not None:
+            self._cache.move_to_end(idx)
+            return arr
+        lo = np.asarray(idx) * self.chunk
+        hi = np.minimum(lo + self.chunk, self.shape)
+        arr = np.asarray(self.volume.get_image(tuple(self.start + lo), tuple(self.start + hi)), dtype=np.float32)
+        self._cache[idx] = arr
+        if len(self._cache) > self.max_chunks:
+            self._cache.popitem(last=False)
+        return arr
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        lo = np.array([k.start or 0 for k in key], dtype=np.int64)
+        hi = np.array([self.shape[i] if k.stop is None else k.stop for i, k in enumerate(key)], dtype=np.int64)
+        out = np.empty(tuple(hi - lo), dtype=np.float32)
+        c_lo = lo // self.chunk
+        c_hi = (hi - 1) // self.chunk
+        for cz in range(c_lo[0], c_hi[0] + 1):
+            for cy in range(c_lo[1], c_hi[1] + 1):
+                for cx in range(c_lo[2], c_hi[2] + 1):
+                    c = np.array([cz, cy, cx])
+                    arr = self._get_chunk((cz, cy, cx))
+                    base = c * self.chunk
+                    a = np.maximum(lo, base)
+                    b = np.minimum(hi, base + np.asarray(arr.shape))
+                    out[tuple(slice(x, y) for x, y in zip(a - lo, b - lo))] = \
+                        arr[tuple(slice(x, y) for x, y in zip(a - base, b - base))]
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        arr = self[tuple(slice(0, s) for s in self.shape)]
+        return arr if dtype is None else arr.astype(dtype)
+
+
+def sparse_mask(shape: Sequence[int], leaf_shape: Sequence[int]) -> Any:
+    """A NaN-initialised, block-sparse float32 mask of ``shape`` (an ``OctreeVolume``)."""
+    from ..octree import OctreeVolume
+
+    return OctreeVolume(tuple(int(s) for s in leaf_shape), (np.zeros(3, dtype=np.int64), np.asarray(shape)),
+                        np.float32, fill_value=np.nan)
+
+
+def _mask_value(region: Region, voxel: NDArray[np.int64]) -> float:
+    z, y, x = (int(v) for v in voxel)
+    return float(np.asarray(region.mask[z:z + 1, y:y + 1, x:x + 1]).reshape(()))
+
+
+def _write_body(labels: Any, conflicts: Any, start: NDArray[np.int64], body: NDArray[np.bool_], label: int,
+                background: int) -> tuple[int, int]:
+    """Write ``label`` into the unlabelled voxels of ``body``; count the overlap. Returns (written, overlap)."""
+    sl = tuple(slice(int(a), int(a) + n) for a, n in zip(start, body.shape))
+    current = np.array(labels[sl])
+    free = current == background
+    overlap = body & ~free
+    n_overlap = int(np.count_nonzero(overlap))
+    if n_overlap:
+        conflicts[sl] = np.asarray(conflicts[sl]) + overlap.astype(np.uint32)
+    new = body & free
+    current[new] = label
+    labels[sl] = current
+    return int(np.count_nonzero(new)), n_overlap
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+@dataclass
+class _Lane:
+    active: list[Slot] = field(default_factory=list)
+    handle: Any = None
+    batch: list[Slot] = field(default_factory=list)
+
+
+class DenseFiller:
+    """The batched-across-objects dense fill engine (used by :func:`fill_volume_with_model`).
+
+    Parameters
+    ----------
+    image : array-like of float32, shape (Z, Y, X)
+        The box to segment (an ndarray, or a :class:`LazyImage`).
+    cfg : Config
+    predictor
+        From :func:`~diluvian.fill.predict.make_predictor`.
+    labels : array-like of uint64
+        Output, same shape as ``image``, holding the labels so far.
+    conflicts : array-like of uint32
+        Conflict counts, same shape.
+    state : FillState
+        Seeds, position, label counter, options.
+    move_batch_size : int
+        FOVs per forward pass.
+    lanes : int
+        Batches in flight (2 overlaps CPU bookkeeping with GPU work).
+    mask_factory : callable
+        ``mask_factory(shape) -> NaN mask storage`` for each region.
+    checkpoint : callable, optional
+        ``checkpoint(state, labels, conflicts)``, called every ``checkpoint_interval``
+        committed bodies and on KeyboardInterrupt.
+    progress : bool
+        Show a tqdm bar.
+    """
+
+    def __init__(self, image: Any, cfg: Config, predictor: Any, labels: Any, conflicts: Any, state: FillState, *,
+                 move_batch_size: int, lanes: int = 1, mask_factory: Callable[[Sequence[int]], Any],
+                 checkpoint: Callable[[FillState, Any, Any], None] | None = None,
+                 checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL, max_bodies: int | None = None,
+                 progress: bool = True, stats: FillStats | None = None) -> None:
+        self.image = image
+        self.cfg = cfg
+        self.predictor = predictor
+        self.labels = labels
+        self.conflicts = conflicts
+        self.state = state
+        self.seeds = np.asarray(state.seeds, dtype=np.int64).reshape(-1, 3)
+        opts = state.options
+        self.background = int(opts["background_label_id"])
+        self.bias = bool(opts["bias"])
+        self.reject_early = bool(opts["reject_early_termination"])
+        self.min_body_size = int(opts["min_body_size"])
+        self.closing_shape = tuple(opts["closing_shape"])
+        self.t_final = float(opts["t_final"])
+        moves_per_step = int(opts.get("moves_per_step", 1))
+        self.stepper = RegionStepper(
+            moves_per_step=moves_per_step, max_moves=opts["max_moves"], remask_interval=opts["remask_interval"],
+            stop_callback=self._stop_callback, callback_interval=SEED_CHECK_INTERVAL)
+        self.capacity = max(1, move_batch_size // moves_per_step)
+        self.lanes = [_Lane() for _ in range(max(1, lanes))]
+        self.window = max(64, 8 * self.capacity * len(self.lanes))
+        self.mask_factory = mask_factory
+        self.checkpoint = checkpoint
+        self.checkpoint_interval = checkpoint_interval
+        self.max_bodies = max_bodies
+        self.progress = progress
+        self.stats = stats or FillStats()
+        self.stats.seeds = len(self.seeds)
+        self.timer = BatchTimer()
+
+        self.commit_ptr = int(state.next_seed)
+        self.next_new = self.commit_ptr
+        self.next_label = int(state.next_label)
+        self.outcomes: dict[int, Any] = {}
+        # seed index -> key of the earlier region it waits for (never started, or parked)
+        self.deferred: dict[int, int] = {}
+        self.parked: dict[int, Slot] = {}  # started regions waiting, with their state
+        self.deferred_dirty = False
+        self.park_check_interval = 2
+        # do not start a seed inside the (FOV-dilated) box an earlier active region has touched: it is
+        # likely the same object, and its fill would be wasted (a scheduling choice only)
+        self.defer_in_boxes = True
+        self.box_margin = np.asarray(cfg.model.input_fov_shape, dtype=np.int64) // 2
+        self._gathers = 0
+        self.stopped = False
+        self.bodies_since_checkpoint = 0
+        self._bar = None
+
+    # ---------------------------------------------------------------- helpers
+
+    def _stop_callback(self, region: Region) -> bool:
+        return self.bias and region.seed_probability() < SEED_MIN_PROBABILITY
+
+    def _labelled(self, voxel: NDArray[np.int64]) -> bool:
+        z, y, x = (int(v) for v in voxel)
+        return int(np.asarray(self.labels[z:z + 1, y:y + 1, x:x + 1]).reshape(())) != self.background
+
+    def _active_slots(self):
+        for lane in self.lanes:
+            for slot in lane.active:
+                if not slot.revoked and slot.reason is None:
+                    yield slot
+
+    def _blocker(self, idx: int, voxel: NDArray[np.int64], parked: Slot | None = None) -> int | None:
+        """Key of an earlier active region that holds ``voxel`` (>= ``t_final``) or whose seed ``parked`` holds."""
+        for slot in self._active_slots():
+            if slot.key >= idx:
+                continue
+            if _mask_value(slot.region, voxel) >= self.t_final:
+                return slot.key
+            if parked is not None and _mask_value(parked.region, slot.region.seed) >= self.t_final:
+                return slot.key
+        return None
+
+    def _box_blocker(self, idx: int, voxel: NDArray[np.int64]) -> int | None:
+        """Key of an earlier active region whose touched box (dilated by the FOV radius) holds ``voxel``."""
+        pad = self.box_margin
+        for slot in self._active_slots():
+            if slot.key < idx and (slot.region.touched_min - pad <= voxel).all() \
+                    and (voxel < slot.region.touched_max + pad).all():
+                return slot.key
+        return None
+
+    def _new_slot(self, idx: int) -> Slot:
+        region = Region(self.image, self.cfg.model, self.seeds[idx], mask=self.mask_factory(self.image.shape),
+                        block_padding="reflect", bias_against_merge=self.bias,
+                        rng=np.random.default_rng([int(self.state.entropy), idx]))
+        return self.stepper.slot(idx, region)
+
+    def _activate_next(self) -> Slot | None:
+        if self.stopped:
+            return None
+        if self.deferred and self.deferred_dirty:
+            self.deferred_dirty = False
+            waiting = {s.key for s in self._active_slots()} | set(self.parked)
+            for idx in sorted(self.deferred):
+                if idx not in self.deferred:  # revoked by a commit during this scan
+                    continue
+                voxel = self.seeds[idx]
+                parked = self.parked.get(idx)
+                if self._labelled(voxel):
+                    del self.deferred[idx]
+                    if parked is not None:
+                        del self.parked[idx]
+                        self.stats.wasted_moves += parked.region.moves
+                        self.outcomes[idx] = _REVOKED
+                    else:
+                        self.outcomes[idx] = _SKIPPED
+                    self._commit()
+                    continue
+                if self.deferred[idx] in waiting:
+                    continue
+                blocker = self._blocker(idx, voxel, parked)
+                if blocker is not None:
+                    self.deferred[idx] = blocker
+                    continue
+                del self.deferred[idx]
+                self.deferred_dirty = True  # the rest of the list was not looked at
+                return self.parked.pop(idx) if parked is not None else self._new_slot(idx)
+        while self.next_new < len(self.seeds):
+            idx = self.next_new
+            if idx - self.commit_ptr >= self.window and idx != self.commit_ptr:
+                return None
+            self.next_new += 1
+            voxel = self.seeds[idx]
+            if self._labelled(voxel):
+                self.outcomes[idx] = _SKIPPED
+                self._commit()
+                continue
+            blocker = None if idx == self.commit_ptr else self._blocker(idx, voxel)
+            if blocker is None and idx != self.commit_ptr and self.defer_in_boxes:
+                blocker = self._box_blocker(idx, voxel)
+            if blocker is not None:
+                self.deferred[idx] = blocker
+                continue
+            return self._new_slot(idx)
+        return None
+
+    # ---------------------------------------------------------------- per-region outcome
+
+    def _finished(self, slot: Slot) -> None:
+        region = slot.region
+        if slot.reason != "done" and self.reject_early:
+            outcome: Any = ("rejected", None, region.moves)
+        else:
+            outcome = (slot.reason, region.to_body(self.t_final, self.closing_shape), region.moves)
+        slot.region = None  # type: ignore[assignment]  # free the mask now
+        self.outcomes[slot.key] = outcome
+        self.deferred_dirty = True
+        self._commit()
+
+    def _commit(self) -> None:
+        stats = self.stats
+        while not self.stopped and self.commit_ptr in self.outcomes:
+            idx = self.commit_ptr
+            outcome = self.outcomes.pop(idx)
+            self.commit_ptr += 1
+            stats.seeds_done += 1
+            if self._bar is not None:
+                self._bar.update(1)
+            if outcome is _SKIPPED:
+                stats.skipped_labelled += 1
+                continue
+            if outcome is _REVOKED:
+                stats.revoked += 1
+                continue
+            reason, body, moves = outcome
+            if reason == "rejected":
+                stats.rejected_early += 1
+                continue
+            if self._labelled(self.seeds[idx]):
+                stats.revoked += 1  # finished before the covering body was committed
+                stats.wasted_moves += moves
+                continue
+            if body is None:
+                stats.no_body += 1
+                continue
+            start, mask = body
+            if int(np.count_nonzero(mask)) < max(1, self.min_body_size):
+                stats.dropped_small += 1
+                continue
+            label = self.next_label
+            nxt = label + 1
+            self.next_label = nxt + 1 if nxt == self.background else nxt
+            written, overlap = _write_body(self.labels, self.conflicts, start, mask, label, self.background)
+            stats.bodies += 1
+            stats.voxels_labelled += written
+            stats.conflicts += overlap
+            self.bodies_since_checkpoint += 1
+            self._revoke(idx)
+            if self._bar is not None:
+                self._bar.set_postfix(bodies=stats.bodies, voxels=stats.voxels_labelled,
+                                      fov_s=f"{self._fov_rate():.1f}", refresh=False)
+            if self.max_bodies is not None and stats.bodies >= self.max_bodies:
+                self.stopped = True
+                break
+            if self.checkpoint is not None and self.bodies_since_checkpoint >= self.checkpoint_interval:
+                self._save_checkpoint()
+
+    def _revoke(self, committed_idx: int) -> None:
+        for idx in [k for k in self.parked if k > committed_idx]:
+            if self._labelled(self.seeds[idx]):
+                slot = self.parked.pop(idx)
+                del self.deferred[idx]
+                self.stats.wasted_moves += slot.region.moves
+                self.outcomes[idx] = _REVOKED
+                self.deferred_dirty = True
+        for slot in self._active_slots():
+            if slot.key > committed_idx and self._labelled(slot.region.seed):
+                slot.revoked = True
+                self.stats.wasted_moves += slot.region.moves + len(slot.blocks)  # incl. blocks in flight
+                slot.region = None  # type: ignore[assignment]
+                self.outcomes[slot.key] = _REVOKED
+                self.deferred_dirty = True
+
+    def _fov_rate(self) -> float:
+        dt = time.perf_counter() - self._t0
+        return self._moves_this_run / dt if dt > 0 else 0.0
+
+    def current_state(self) -> FillState:
+        st = self.state
+        return FillState(seeds=self.seeds, next_seed=self.commit_ptr, next_label=self.next_label,
+                         entropy=st.entropy, options=dict(st.options), volume=st.volume, bounds=st.bounds,
+                         stats=asdict(self.stats))
+
+    def _save_checkpoint(self) -> None:
+        self.bodies_since_checkpoint = 0
+        self._sync_time()
+        if self.checkpoint is not None:
+            self.checkpoint(self.current_state(), self.labels, self.conflicts)
+
+    def _sync_time(self) -> None:
+        now = time.perf_counter()
+        self.stats.seconds += now - self._t_last
+        self._t_last = now
+        self.stats.forward_wait_seconds = self._wait0 + self.timer.wait_seconds
+
+    # ---------------------------------------------------------------- main loop
+
+    def _park_covered(self, lane: _Lane) -> None:
+        """Set aside the lane's regions that are filling the same object as an earlier active region.
+
+        A region is parked when an earlier active region's mask (``>= t_final``)
+        holds its seed or the centre of its last FOV, or when its own mask holds
+        the seed of an earlier active region. Its fill would be wasted if the
+        earlier region's body ends up covering its seed. A parked region keeps its
+        state, waits until that earlier region is resolved and then goes on (with
+        the same result) unless its seed got labelled.
+        """
+        slots = [s for s in self._active_slots()]
+        mine = [s for s in lane.active if not s.revoked and s.reason is None and not s.blocks
+                and s.last_center is not None]
+        if len(slots) < 2 or not mine:
+            return
+        order = np.argsort([s.key for s in slots])
+        slots = [slots[i] for i in order]
+        keys = np.array([s.key for s in slots])
+        seeds = np.array([s.region.seed for s in slots])
+        lo = np.array([s.region.touched_min for s in slots])
+        hi = np.array([s.region.touched_max for s in slots])
+        m_keys = np.array([s.key for s in mine])
+        m_seeds = np.array([s.region.seed for s in mine])
+        m_front = np.array([s.last_center for s in mine])
+        m_lo = np.array([s.region.touched_min for s in mine])
+        m_hi = np.array([s.region.touched_max for s in mine])
+        earlier = keys[None] < m_keys[:, None]
+
+        def inside(points, box_lo, box_hi):
+            return ((box_lo <= points) & (points < box_hi)).all(-1)
+
+        a = earlier & inside(m_seeds[:, None], lo[None], hi[None])  # i's box holds j's seed
+        c = earlier & inside(m_front[:, None], lo[None], hi[None])  # i's box holds j's frontier
+        b = earlier & inside(seeds[None], m_lo[:, None], m_hi[:, None])  # j's box holds i's seed
+        t = self.t_final
+        for j in np.flatnonzero((a | b | c).any(1)):
+            slot = mine[j]
+            for i in np.flatnonzero(a[j] | b[j] | c[j]):  # earliest first
+                other = slots[i].region
+                if ((a[j, i] and _mask_value(other, slot.region.seed) >= t)
+                        or (c[j, i] and _mask_value(other, slot.last_center) >= t)
+                        or (b[j, i] and _mask_value(slot.region, other.seed) >= t)):
+                    lane.active.remove(slot)
+                    self.parked[slot.key] = slot
+                    self.deferred[slot.key] = int(keys[i])
+                    break
+
+    def _gather(self, lane: _Lane) -> list[Slot]:
+        batch: list[Slot] = []
+        i = 0
+        self._gathers += 1
+        if self._gathers % self.park_check_interval == 0:
+            self._park_covered(lane)
+        while not self.stopped:
+            if i >= len(lane.active):
+                if len(lane.active) >= self.capacity:
+                    break
+                slot = self._activate_next()
+                if slot is None:
+                    break
+                lane.active.append(slot)
+            slot = lane.active[i]
+            if slot.revoked:
+                lane.active.pop(i)
+                continue
+            if self.stepper.begin(slot):
+                batch.append(slot)
+                i += 1
+            else:
+                lane.active.pop(i)
+                self._finished(slot)
+        # regions revoked while this batch was gathered still run (their outputs are ignored)
+        return batch
+
+    def _route(self, lane: _Lane) -> None:
+        routed = collect_batch(self.predictor, lane.handle, lane.batch, self.timer)
+        lane.handle, lane.batch = None, []
+        for slot, outs in routed:
+            if slot.revoked or self.stopped:
+                continue
+            if self.stepper.finish(slot, outs) is not None:
+                lane.active.remove(slot)
+                self._finished(slot)
+
+    def run(self) -> FillStats:
+        """Fill until every seed is resolved or ``max_bodies`` is reached."""
+        from tqdm.auto import tqdm
+
+        self._t0 = self._t_last = time.perf_counter()
+        self._wait0 = self.stats.forward_wait_seconds
+        self._moves_this_run = 0
+        self._bar = tqdm(total=len(self.seeds), initial=self.commit_ptr, unit="seed", disable=not self.progress,
+                         desc="fill", dynamic_ncols=True)
+        try:
+            self._commit()
+            retried = False
+            while True:
+                busy = False
+                for lane in self.lanes:
+                    if lane.handle is not None:
+                        self._route(lane)
+                    batch = self._gather(lane)
+                    if batch:
+                        n = sum(len(s.blocks) for s in batch)
+                        self.stats.moves += n
+                        self.stats.batches += 1
+                        self._moves_this_run += n
+                        lane.handle = run_batch(self.predictor, batch, self.timer)
+                        lane.batch = batch
+                        busy = True
+                    elif lane.handle is not None:
+                        busy = True
+                if self.stopped:
+                    break
+                if not busy:
+                    if self.commit_ptr < len(self.seeds) and self.deferred and not retried:
+                        retried = True
+                        self.deferred_dirty = True  # look at the waiting seeds once more
+                        continue
+                    break
+                retried = False
+            for lane in self.lanes:  # drain (stopped early)
+                if lane.handle is not None:
+                    self.predictor.result(lane.handle)
+                    lane.handle = None
+        except KeyboardInterrupt:
+            log.warning("interrupted after %d bodies (seed %d of %d)", self.stats.bodies, self.commit_ptr,
+                        len(self.seeds))
+            if self.checkpoint is not None:
+                self._save_checkpoint()
+            raise
+        finally:
+            self._bar.close()
+            self._bar = None
+        self._sync_time()
+        if not self.stopped and self.commit_ptr != len(self.seeds):  # pragma: no cover - invariant
+            raise RuntimeError(f"dense fill ended with seed {self.commit_ptr} of {len(self.seeds)} unresolved")
+        return self.stats
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _box(volume: Any, bounds: Any) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    shape = np.asarray(np.shape(volume) if isinstance(volume, np.ndarray) else volume.shape, dtype=np.int64)[-3:]
+    if bounds is None:
+        return np.zeros(3, dtype=np.int64), shape
+    start, stop = (np.asarray(b, dtype=np.int64) for b in bounds)
+    if start.shape != (3,) or stop.shape != (3,) or (start < 0).any() or (stop > shape).any() or (stop <= start).any():
+        raise DataError(f"fill bounds {start.tolist()}-{stop.tolist()}: expected a non-empty box inside the volume "
+                        f"of shape {shape.tolist()}")
+    return start, stop
+
+
+def _volume_mask(volume: Any, start: NDArray, stop: NDArray) -> NDArray | None:
+    """The volume's valid-data mask over the box, or None when it has none."""
+    if isinstance(volume, np.ndarray) or not hasattr(volume, "get_mask"):
+        return None
+    if getattr(volume, "mask", True) is None:
+        return None
+    try:
+        mask = volume.get_mask(tuple(int(v) for v in start), tuple(int(v) for v in stop))
+    except (AttributeError, NotImplementedError):
+        return None
+    return None if mask is None else np.asarray(mask)
+
+
+def fill_options(cfg: Config, *, seed_generator: str = "sobel", ordered_seeds: bool = False,
+                 ignore_mask: bool = False, background_label_id: int = 0, max_moves: int | None = None,
+                 remask_interval: int | None = None, bias: bool = True, reject_early_termination: bool = False,
+                 moves_per_step: int = 1) -> dict:
+    """The options of a dense fill that change its result (stored in checkpoints)."""
+    return {
+        "seed_generator": seed_generator,
+        "ordered_seeds": bool(ordered_seeds),
+        "ignore_mask": bool(ignore_mask),
+        "background_label_id": int(background_label_id),
+        "max_moves": None if max_moves is None else int(max_moves),
+        "remask_interval": None if not remask_interval else int(remask_interval),
+        "bias": bool(bias),
+        "reject_early_termination": bool(reject_early_termination),
+        "moves_per_step": int(moves_per_step),
+        "min_body_size": int(cfg.postprocessing.min_body_size),
+        "closing_shape": [int(c) for c in cfg.postprocessing.closing_shape],
+        "t_final": float(cfg.model.t_final),
+    }
+
+
+def fill_volume_with_model(
+    volume: Any,
+    model: Any,
+    cfg: Config,
+    *,
+    bounds: tuple[Sequence[int], Sequence[int]] | None = None,
+    output: Any = None,
+    conflict_output: Any = None,
+    resolution: Sequence[float] | None = None,
+    in_memory: bool = True,
+    move_batch_size: int | None = None,
+    moves_per_step: int = 1,
+    seed_generator: str = "sobel",
+    seeds: NDArray | None = None,
+    ordered_seeds: bool = False,
+    ignore_mask: bool = False,
+    background_label_id: int = 0,
+    max_bodies: int | None = None,
+    max_moves: int | None = None,
+    remask_interval: int | None = None,
+    bias: bool = True,
+    reject_early_termination: bool = False,
+    resume_state: FillState | None = None,
+    resume_labels: Any = None,
+    resume_conflicts: Any = None,
+    checkpoint: Callable[[FillState, Any, Any], None] | None = None,
+    checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL,
+    lanes: int | None = None,
+    mask_factory: Callable[[Sequence[int]], Any] | None = None,
+    device: Any = None,
+    rng: np.random.Generator | None = None,
+    progress: bool = True,
+) -> FillResult:
+    """Densely segment a volume (or a box of it) with a flood-filling network.
+
+    Parameters
+    ----------
+    volume : Volume or ndarray
+        A :class:`~diluvian.volumes.Volume` (image read with ``get_image``; its
+        mask, if any, filters the seeds) or a float32 ZYX image array.
+    model : torch.nn.Module or callable
+        A diluvian network, a predictor, or ``predict(images, masks) -> probabilities``.
+    cfg : Config
+        ``cfg.model`` (FOV, moves, thresholds) must be the model's;
+        ``cfg.postprocessing`` gives ``closing_shape`` and ``min_body_size``.
+    bounds : (start, stop), optional
+        Box to segment, in volume voxels (default: everything). The box is filled
+        as a volume of its own: FOVs are reflect-padded at its borders.
+    output : array-like, optional
+        Where labels go: anything with the box's shape and 3D slicing (ndarray,
+        h5py dataset, zarr array), holding ``background_label_id`` where unfilled.
+        Default: a new uint64 ndarray.
+    conflict_output : array-like, optional
+        Same for the conflict counts (default: a new uint32 ndarray).
+    resolution : 3 floats, optional
+        nm ZYX when ``volume`` is an array (sizes of ``sobel`` seeds); default
+        ``[volume] resolution`` when set, else 10 nm isotropic.
+    in_memory : bool
+        Read the whole box into memory first (fast path); otherwise read FOVs
+        from the volume on demand through a chunk cache.
+    move_batch_size : int, optional
+        FOVs per forward pass. Default 32 on the CPU, 256 on CUDA.
+    moves_per_step : int
+        Blocks one region adds to each batch (1 reproduces the one-move-at-a-time
+        fill; more trades exactness for fewer active regions).
+    seed_generator : {"sobel", "grid"}
+    seeds : ndarray of int, shape (N, 3), optional
+        Explicit seeds (box coordinates); replaces the generator.
+    ordered_seeds : bool
+        Keep the generator's order instead of shuffling.
+    ignore_mask : bool
+        Do not drop seeds outside the volume's mask.
+    background_label_id : int
+        Label of unfilled voxels (never handed out to a body).
+    max_bodies : int, optional
+        Stop after this many bodies.
+    max_moves, remask_interval : int, optional
+        Per-region limits (:meth:`Region.fill`).
+    bias : bool
+        Anti-merge mask update, and stop a fill when its seed drops below 0.5.
+    reject_early_termination : bool
+        Drop bodies of fills that did not end by running out of moves.
+    resume_state, resume_labels, resume_conflicts
+        Continue a checkpointed fill (see :func:`~diluvian.fill.checkpoint.load_checkpoint`).
+        The state's options override the ones given here. With only
+        ``resume_labels`` (a finished segmentation), seeds inside labels are
+        skipped and label ids continue from its maximum.
+    checkpoint : callable, optional
+        ``checkpoint(state, labels, conflicts)`` every ``checkpoint_interval``
+        bodies and on KeyboardInterrupt (see :class:`~diluvian.fill.checkpoint.Checkpointer`).
+    lanes : int, optional
+        Batches in flight; default 2 on CUDA (CPU work overlaps GPU work), else 1.
+    mask_factory : callable, optional
+        ``mask_factory(shape)`` -> NaN mask storage per region (default a
+        block-sparse :class:`~diluvian.octree.OctreeVolume`).
+    device : optional
+        Device for a torch model (default: where its parameters are).
+    rng : numpy.random.Generator, optional
+        Shuffles the seeds and seeds the regions' generators (default seed 0).
+    progress : bool
+        tqdm progress bar.
+
+    Returns
+    -------
+    FillResult
+
+    Raises
+    ------
+    DataError
+        The model's input FOV does not fit the box; ``output`` or the volume mask
+        has the wrong shape; ``move_batch_size < 1``; resume data of another
+        volume or shape.
+    """
+    from ..seeds import generate_seeds
+
+    t_start = time.perf_counter()
+    rng = rng if rng is not None else np.random.default_rng(0)
+    predictor = make_predictor(model, device=device)
+    if move_batch_size is None:
+        move_batch_size = default_move_batch_size(predictor)
+    if move_batch_size < 1:
+        raise DataError(f"move_batch_size: expected an int >= 1, got {move_batch_size}")
+    if moves_per_step < 1 or moves_per_step > move_batch_size:
+        raise DataError(f"moves_per_step: expected 1..move_batch_size ({move_batch_size}), got {moves_per_step}")
+    start, stop = _box(volume, bounds)
+    shape = tuple(int(v) for v in stop - start)
+    name = getattr(volume, "name", "array")
+    fov = np.asarray(cfg.model.input_fov_shape)
+    if (np.asarray(shape) < fov).any():
+        raise DataError(f"volume {name!r}: the model's input FOV {fov.tolist()} is larger than the "
+                        f"{'box' if bounds is not None else 'volume'} {list(shape)}")
+    if resume_state is not None and (list(resume_state.shape) != list(shape)):
+        raise DataError(f"resume state of volume {resume_state.volume!r} has shape {list(resume_state.shape)}, "
+                        f"expected {list(shape)} (volume {name!r})")
+    if resume_state is not None and resume_state.volume != name:
+        raise DataError(f"resume state is for volume {resume_state.volume!r}, not {name!r}")
+    if resume_labels is not None and tuple(np.shape(resume_labels)) != shape:
+        raise DataError(f"resume segmentation has shape {list(np.shape(resume_labels))}, expected {list(shape)} "
+                        f"(volume {name!r})")
+    if output is not None and tuple(np.shape(output)) != shape:
+        raise DataError(f"fill output has shape {list(np.shape(output))}, expected {list(shape)}")
+    if conflict_output is not None and tuple(np.shape(conflict_output)) != shape:
+        raise DataError(f"conflict output has shape {list(np.shape(conflict_output))}, expected {list(shape)}")
+
+    # image
+    if isinstance(volume, np.ndarray):
+        if resolution is not None:
+            res = tuple(float(r) for r in resolution)
+        elif all(r > 0 for r in cfg.volume.resolution):
+            res = tuple(cfg.volume.resolution)
+        else:
+            res = DEFAULT_ARRAY_RESOLUTION
+        image: Any = np.ascontiguousarray(volume[tuple(slice(a, b) for a, b in zip(start, stop))], dtype=np.float32)
+    else:
+        res = tuple(volume.resolution)
+        if in_memory:
+            image = np.ascontiguousarray(volume.get_image(tuple(start), tuple(stop)), dtype=np.float32)
+        else:
+            image = LazyImage(volume, start, stop)
+
+    # state
+    if resume_state is not None:
+        state = resume_state
+        opts = fill_options(cfg, seed_generator=seed_generator, ordered_seeds=ordered_seeds, ignore_mask=ignore_mask,
+                            background_label_id=background_label_id, max_moves=max_moves,
+                            remask_interval=remask_interval, bias=bias,
+                            reject_early_termination=reject_early_termination, moves_per_step=moves_per_step)
+        differ = sorted(k for k in opts if state.options.get(k) != opts[k])
+        if differ:
+            log.warning("resuming with the checkpoint's fill options; these differ from the ones given: %s",
+                        ", ".join(f"{k}={state.options.get(k)!r}" for k in differ))
+        stats = FillStats(**{k: v for k, v in state.stats.items() if k in FillStats.__dataclass_fields__})
+    else:
+        opts = fill_options(cfg, seed_generator=seed_generator, ordered_seeds=ordered_seeds, ignore_mask=ignore_mask,
+                            background_label_id=background_label_id, max_moves=max_moves,
+                            remask_interval=remask_interval, bias=bias,
+                            reject_early_termination=reject_early_termination, moves_per_step=moves_per_step)
+        if seeds is None:
+            mask = None if ignore_mask else _volume_mask(volume, start, stop)
+            t0 = time.perf_counter()
+            seed_image = image if isinstance(image, np.ndarray) else np.asarray(image)
+            seed_arr = generate_seeds(seed_generator, seed_image, res, cfg.model, mask=mask)
+            del seed_image
+            log.info("%s: %d %s seeds in %.1f s", name, len(seed_arr), seed_generator, time.perf_counter() - t0)
+        else:
+            seed_arr = np.asarray(seeds, dtype=np.int64).reshape(-1, 3)
+            if len(seed_arr) and ((seed_arr < 0).any() or (seed_arr >= np.asarray(shape)).any()):
+                raise DataError(f"seeds: expected voxels inside the box of shape {list(shape)}")
+        if not ordered_seeds and len(seed_arr):
+            seed_arr = seed_arr[rng.permutation(len(seed_arr))]
+        next_label = 1
+        if resume_labels is not None:
+            top = int(np.max(resume_labels)) if np.size(resume_labels) else 0
+            next_label = max(1, top + 1)
+        if next_label == background_label_id:
+            next_label += 1
+        state = FillState(seeds=seed_arr, next_seed=0, next_label=next_label,
+                          entropy=int(rng.integers(0, 2**63 - 1)), options=opts, volume=name,
+                          bounds=(start.tolist(), stop.tolist()))
+        stats = FillStats()
+    bg = int(state.options["background_label_id"])
+
+    # outputs
+    if output is None:
+        labels: Any = np.full(shape, bg, dtype=np.uint64)
+    else:
+        labels = output
+    if resume_labels is not None:
+        labels[...] = np.asarray(resume_labels, dtype=np.uint64)
+    elif output is not None and resume_state is None:
+        pass  # the caller's output holds the starting labels
+    conflicts = np.zeros(shape, dtype=np.uint32) if conflict_output is None else conflict_output
+    if resume_conflicts is not None:
+        conflicts[...] = np.asarray(resume_conflicts, dtype=np.uint32)
+
+    if mask_factory is None:
+        # leaves at least as large as an update box, so one touches at most 8 leaves
+        leaf = tuple(int(max(4 * s, i + 1)) for s, i in zip(cfg.model.move_step, cfg.model.input_fov_shape))
+
+        def mask_factory(shape: Sequence[int]) -> Any:
+            return sparse_mask(shape, leaf)
+
+    if lanes is None:
+        lanes = 2 if getattr(predictor, "asynchronous", False) else 1
+    filler = DenseFiller(image, cfg, predictor, labels, conflicts, state, move_batch_size=move_batch_size,
+                         lanes=lanes, mask_factory=mask_factory, checkpoint=checkpoint,
+                         checkpoint_interval=checkpoint_interval, max_bodies=max_bodies, progress=progress,
+                         stats=stats)
+    seconds_before = stats.seconds
+    filler.run()
+    stats.seconds = seconds_before + (time.perf_counter() - t_start)
+    log.info("%s: %s", name, stats.summary())
+    return FillResult(labels=labels, conflict_count=conflicts, stats=stats, state=filler.current_state())

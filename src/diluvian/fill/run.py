@@ -1,0 +1,228 @@
+"""Filling many volumes to files: what the ``fill`` command does, as a library function.
+
+Everything that can fail on bad input (output names and directories, model FOV
+against volume shapes, resume files, masks) is checked for every volume before
+the first fill starts, so a bad input leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..config import Config
+from ..errors import ConfigError, DataError, ModelError
+from ..util import check_writable_dir
+from .dense import DEFAULT_CHECKPOINT_INTERVAL, FillResult, fill_volume_with_model
+from .output import Checkpointer, load_resume, write_segmentation
+
+log = logging.getLogger(__name__)
+
+def resolve_device(cfg: Config, device: Any = None) -> Any:
+    """``device`` or ``[training] device`` (``auto``: CUDA when available)."""
+    import torch
+
+    if device is not None:
+        return torch.device(device)
+    if cfg.training.device == "cpu":
+        return torch.device("cpu")
+    if cfg.training.device == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("[training] device = \"cuda\", but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def explicit_model_keys(config_files: Sequence[str | os.PathLike]) -> set[str]:
+    """``[model]`` keys that the ``-c`` files set themselves (``-cd`` entries set none)."""
+    from ..config import DEFAULT_CONFIG_NAME, read_toml, resolve_config_path
+
+    keys: set[str] = set()
+    for p in config_files:
+        if str(p) == DEFAULT_CONFIG_NAME:
+            keys.clear()  # -cd resets everything before it
+            continue
+        model = read_toml(resolve_config_path(p)).get("model", {})
+        if isinstance(model, dict):
+            keys.update(model)
+    return keys
+
+
+def merge_model_config(cli_cfg: Config, model_cfg: Config, config_files: Sequence[str | os.PathLike] = (),
+                       model_file: str | os.PathLike = "model") -> Config:
+    """The config a fill runs with: the model file's ``[network]`` and ``[model]`` win.
+
+    The ``-c`` files may not change the network or the FOVs (an error when they
+    set them to other values), but ``[model]`` keys they set explicitly (fill
+    thresholds ``t_move``/``t_final``, ``move_priority``, ``output_fov_move_fraction``
+    ...) replace the model's, with a log line. Everything else comes from the
+    ``-c`` files on the defaults.
+
+    Raises
+    ------
+    ModelError
+        The ``-c`` files set a network or FOV other than the model's.
+    """
+    from ..network import check_model_config, config_files_set_network
+
+    cfg = check_model_config(model_cfg, cli_cfg, config_files_set_network(config_files), model_file)
+    explicit = explicit_model_keys(config_files) - {"input_fov_shape", "output_fov_shape"}
+    overrides = {k: getattr(cli_cfg.model, k) for k in sorted(explicit)}
+    changed = {k: v for k, v in overrides.items() if v != getattr(model_cfg.model, k)}
+    if changed:
+        log.info("fill uses these [model] values from the config files instead of the model's: %s", changed)
+    try:
+        model = dataclasses.replace(model_cfg.model, **overrides)
+    except ConfigError as e:
+        raise ModelError(f"{model_file}: {e}") from None
+    return dataclasses.replace(cfg, model=model)
+
+
+def load_fill_model(model_file: str | os.PathLike, cli_cfg: Config, config_files: Sequence[str | os.PathLike] = (),
+                    device: Any = None) -> tuple[Any, Config]:
+    """Load a model file for filling; returns ``(model, effective config)`` (see :func:`merge_model_config`)."""
+    from ..network import load_model
+
+    device = resolve_device(cli_cfg, device)
+    model, model_cfg, _ = load_model(model_file, device)
+    return model, merge_model_config(cli_cfg, model_cfg, config_files, model_file)
+
+
+def _output_name(pattern: str, volume_name: str, n_volumes: int, what: str) -> str:
+    if "{volume}" not in pattern:
+        if n_volumes > 1:
+            raise ConfigError(f"{what} {pattern!r}: must contain {{volume}} when filling {n_volumes} volumes")
+        return pattern
+    return pattern.replace("{volume}", volume_name.replace(os.sep, "_").replace(" ", "_"))
+
+
+@dataclasses.dataclass
+class _Job:
+    name: str
+    volume: Any
+    out_base: Path
+    resume: tuple | None
+
+
+def fill_volumes_to_files(
+    volumes: dict[str, Any],
+    model: Any,
+    cfg: Config,
+    output_pattern: str,
+    *,
+    model_file: str = "",
+    resume_pattern: str | None = None,
+    checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL,
+    rng: np.random.Generator | None = None,
+    progress: bool = True,
+    **fill_kwargs: Any,
+) -> dict[str, FillResult]:
+    """Densely fill each volume and write ``<output>.hdf5`` / ``<output>.toml`` per volume.
+
+    Parameters
+    ----------
+    volumes : dict of name -> Volume
+        Already partitioned / downsampled as wanted.
+    model
+        A loaded network (or predictor).
+    cfg : Config
+    output_pattern : str
+        Output name without extension; ``{volume}`` is replaced by the volume name
+        (required with more than one volume).
+    model_file : str
+        Recorded in the TOML comments.
+    resume_pattern : str, optional
+        Segmentation/checkpoint TOML to resume from (``{volume}`` substituted).
+    checkpoint_interval : int
+        Bodies between checkpoints (``<output>_checkpoint.*``); 0 disables them.
+        Checkpoints are deleted once the final output is written.
+    **fill_kwargs
+        Passed on to :func:`~diluvian.fill.fill_volume_with_model`.
+
+    Raises
+    ------
+    ConfigError, DataError, DatasetNotFoundError
+        Checked for every volume before any fill starts.
+    """
+    if not volumes:
+        raise ConfigError("no volumes to fill")
+    move_batch_size = fill_kwargs.get("move_batch_size")
+    if move_batch_size is not None and move_batch_size < 1:
+        raise DataError(f"--move-batch-size: expected an int >= 1, got {move_batch_size}")
+    if checkpoint_interval < 0:
+        raise DataError(f"--checkpoint-interval: expected an int >= 0, got {checkpoint_interval}")
+    if output_pattern.endswith((".hdf5", ".h5", ".toml")):
+        log.warning("output name %r has an extension; .hdf5 and .toml are appended to it", output_pattern)
+    fov = np.asarray(cfg.model.input_fov_shape)
+    jobs: list[_Job] = []
+    for name, volume in volumes.items():
+        out_base = Path(_output_name(output_pattern, name, len(volumes), "output name"))
+        check_writable_dir(out_base.with_name(out_base.name + ".hdf5"))
+        shape = np.asarray(volume.shape)[-3:]
+        if (shape < fov).any():
+            raise DataError(f"volume {name!r}: the model's input FOV {fov.tolist()} is larger than the volume "
+                            f"{shape.tolist()}")
+        resume = None
+        if resume_pattern:
+            path = _output_name(resume_pattern, name, len(volumes), "resume file")
+            state, labels, conflicts, res = load_resume(path)
+            if labels.shape != tuple(shape):
+                raise DataError(f"resume file {path}: segmentation of shape {list(labels.shape)} does not match "
+                                f"volume {name!r} of shape {shape.tolist()}")
+            if state is not None and state.volume != name:
+                raise DataError(f"resume file {path}: checkpoint of volume {state.volume!r}, not {name!r}")
+            if res is not None and not np.allclose(res, volume.resolution):
+                raise DataError(f"resume file {path}: resolution {res} differs from volume {name!r}'s "
+                                f"{list(volume.resolution)}")
+            resume = (state, labels, conflicts)
+        if not fill_kwargs.get("ignore_mask") and (resume is None or resume[0] is None):
+            _check_mask(volume, name)
+        jobs.append(_Job(name, volume, out_base, resume))
+
+    rng = rng if rng is not None else np.random.default_rng(cfg.random_seed)
+    options = {k: v for k, v in fill_kwargs.items() if isinstance(v, (int, float, str, bool, type(None)))}
+    comments = [f"Filling model: {model_file}", f"Filling options: {json.dumps(options, sort_keys=True)}"]
+    results = {}
+    for job in jobs:
+        ckpt = None
+        if checkpoint_interval:
+            ckpt = Checkpointer(job.out_base, job.volume.resolution, job.name, comments)
+        state, labels, conflicts = job.resume if job.resume is not None else (None, None, None)
+        log.info("filling %s -> %s.hdf5", job.name, job.out_base)
+        result = fill_volume_with_model(
+            job.volume, model, cfg, resume_state=state, resume_labels=labels, resume_conflicts=conflicts,
+            checkpoint=ckpt, checkpoint_interval=checkpoint_interval or DEFAULT_CHECKPOINT_INTERVAL, rng=rng,
+            progress=progress, **fill_kwargs)
+        write_segmentation(job.out_base, result.labels, result.conflict_count, job.volume.resolution, job.name,
+                           comments=comments + [f"Fill result: {result.stats.summary()}"])
+        if ckpt is not None:
+            ckpt.remove()
+        results[job.name] = result
+    return results
+
+
+def _check_mask(volume: Any, name: str) -> None:
+    from .dense import _volume_mask
+
+    shape = tuple(np.asarray(volume.shape)[-3:])
+    mask = _volume_mask(volume, np.zeros(3, dtype=np.int64), np.asarray(shape))
+    if mask is not None and tuple(mask.shape) != shape:
+        raise DataError(f"volume {name!r}: mask of shape {list(mask.shape)} differs from the image shape "
+                        f"{list(shape)}")
+
+
+def prepare_volumes(volumes: dict[str, Any], cfg: Config, partition: bool = False) -> dict[str, Any]:
+    """Optionally keep the validation partitions, then downsample to ``[volume] resolution``."""
+    if partition:
+        from ..volumes import partition_volumes
+
+        volumes = partition_volumes(volumes, cfg.training.partitions, cfg.training.validation_partition)
+    if any(r > 0 for r in cfg.volume.resolution):
+        volumes = {n: v.downsample(cfg.volume.resolution) for n, v in volumes.items()}
+    return volumes

@@ -1,0 +1,49 @@
+"""Volumes: image, labels and mask on a ZYX voxel grid, from memory, HDF5, zarr or image stacks.
+
+* :class:`Volume` (:mod:`.base`): the API: ``get_image``, ``get_labels``,
+  ``get_mask``, ``get_label_mask``, ``partition``, ``downsample``,
+  ``to_memory``, ``get_subvolume`` and coordinate mapping.
+* Backends: :class:`NdarrayVolume`, :class:`HDF5Volume`, :class:`ZarrVolume`,
+  :class:`ImageStackVolume`.
+* Views: :class:`PartitionedVolume`, :class:`DownsampledVolume`.
+* Dataset TOMLs: :func:`load_volumes`; config partitions: :func:`partition_volumes`.
+* Training subvolumes: :func:`sample_subvolume_bounds`, :class:`SubvolumeBounds`,
+  :class:`Subvolume` and their CSV files.
+"""
+
+from .base import LABEL_DOWNSAMPLING_MODES, LazyArray, NdarrayVolume, Volume, image_to_float
+from .datasets import load_volumes, partition_volumes, read_dataset_toml
+from .hdf5 import HDF5Volume
+from .imagestack import ImageStackVolume, find_sections
+from .sampling import (
+    Subvolume,
+    SubvolumeBounds,
+    read_subvolume_bounds_csv,
+    sample_subvolume_bounds,
+    write_subvolume_bounds_csv,
+)
+from .views import DownsampledVolume, PartitionedVolume, block_mode
+from .zarr import ZarrVolume
+
+__all__ = [
+    "LABEL_DOWNSAMPLING_MODES",
+    "DownsampledVolume",
+    "HDF5Volume",
+    "ImageStackVolume",
+    "LazyArray",
+    "NdarrayVolume",
+    "PartitionedVolume",
+    "Subvolume",
+    "SubvolumeBounds",
+    "Volume",
+    "ZarrVolume",
+    "block_mode",
+    "find_sections",
+    "image_to_float",
+    "load_volumes",
+    "partition_volumes",
+    "read_dataset_toml",
+    "read_subvolume_bounds_csv",
+    "sample_subvolume_bounds",
+    "write_subvolume_bounds_csv",
+]

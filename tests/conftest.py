@@ -1,0 +1,85 @@
+"""Shared pytest fixtures: tiny synthetic volumes, the real-data directory, ..."""
+
+# --------------------------------------------------------------------------- volumes and data
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_arrays():
+    """A tiny synthetic EM volume: (image uint8, labels uint64), shape (24, 48, 48), seed 0.
+
+    Synthesized at 20 nm so that it holds a couple of dozen objects (about 23).
+    Read-only: copy before changing them.
+    """
+    from diluvian.synthetic import synthesize_volume
+
+    image, labels = synthesize_volume((24, 48, 48), seed=0, resolution=(20.0, 20.0, 20.0))
+    image.flags.writeable = False
+    labels.flags.writeable = False
+    return image, labels
+
+
+@pytest.fixture
+def tiny_volume(tiny_arrays):
+    """``tiny_arrays`` as an :class:`~diluvian.volumes.NdarrayVolume` named ``"tiny"`` (20 nm isotropic)."""
+    from diluvian.volumes import NdarrayVolume
+
+    image, labels = tiny_arrays
+    return NdarrayVolume("tiny", image, labels, resolution=(20.0, 20.0, 20.0))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real EM data directory (``$DILUVIAN_DATA_DIR``, default ``../shared/data`` from the repo root).
+
+    Skips the test when it does not exist.
+    """
+    path = Path(os.environ.get("DILUVIAN_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+    if not path.is_dir():
+        pytest.skip(f"real data directory {path} not found (set DILUVIAN_DATA_DIR)")
+    return path
+
+
+# --------------------------------------------------------------------------- headless browser (view tests)
+import os as _os
+import shutil as _shutil
+import subprocess as _subprocess
+
+import pytest as _pytest
+
+_CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+@_pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Path of a working Chromium/Chrome (``$DILUVIAN_CHROMIUM`` first); skips the test when there is none."""
+    candidates = [_os.environ.get("DILUVIAN_CHROMIUM")] + [_shutil.which(n) for n in _CHROMIUM_NAMES]
+    for path in filter(None, candidates):
+        try:
+            done = _subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+        except (OSError, _subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0:
+            return path
+    _pytest.skip("no Chromium found (install it with `make test-deps`, or set DILUVIAN_CHROMIUM)")
+
+
+# --------------------------------------------------------------------------- training (tests/test_training.py)
+@_pytest.fixture(scope="session")
+def tiny_dataset_toml(tmp_path_factory):
+    """A dataset TOML naming a tiny labelled synthetic HDF5 volume ``"tiny"`` (24, 48, 48) at 10 nm."""
+    from diluvian.synthetic import write_synthetic_hdf5
+
+    d = tmp_path_factory.mktemp("tiny_dataset")
+    h5 = d / "tiny.h5"
+    write_synthetic_hdf5(h5, shape=(24, 48, 48), seed=0, resolution=(10.0, 10.0, 10.0))
+    toml = d / "tiny.toml"
+    toml.write_text(f'[[dataset]]\nname = "tiny"\nhdf5_file = "{h5}"\nimage_dataset = "volumes/raw"\n'
+                    'label_dataset = "volumes/labels/neuron_ids"\nresolution = [10, 10, 10]\n')
+    return toml
