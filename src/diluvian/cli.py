@@ -430,6 +430,68 @@ def _add_validate(sub, common) -> None:
     p.set_defaults(func=_cmd_validate)
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .errors import ConfigError
+    from .evaluate import evaluate_named_volumes, format_scores
+    from .util import atomic_path
+    from .volumes import load_volumes
+
+    if args.border_threshold < 0:
+        raise ConfigError(f"--border-threshold: expected a distance >= 0 nm, got {args.border_threshold}")
+    cfg = load_cli_config(args)
+    volumes = load_volumes(args.volume_files, in_memory=False) if args.volume_files else {}
+    partition = None
+    if args.partition_volumes:
+        partition = _validation_partition(cfg, args.ground_truth_name)
+    scores = evaluate_named_volumes(volumes, args.ground_truth_name, args.prediction_name, partition=partition,
+                                    border_threshold_nm=args.border_threshold, pred_zero=args.pred_zero,
+                                    n_worst=args.n_worst, progress=sys.stderr.isatty())
+    print(format_scores(scores))
+    if args.json:
+        with atomic_path(args.json, suffix=".json") as tmp:
+            tmp.write_text(json.dumps(scores.to_dict(), indent=2) + "\n")
+    return 0
+
+
+def _validation_partition(cfg, name: str) -> tuple:
+    """(partitioning, index) of the validation partition of volume ``name`` under ``cfg.training``."""
+    import re
+
+    from .errors import ConfigError
+
+    def lookup(table: dict, what: str):
+        hits = [v for k, v in table.items() if re.match(k, name)]
+        if len(hits) != 1:
+            raise ConfigError(f"[training] {what}: expected exactly one regex matching {name!r}, found {len(hits)}")
+        return hits[0]
+
+    return lookup(cfg.training.partitions, "partitions"), lookup(cfg.training.validation_partition,
+                                                                  "validation_partition")
+
+
+def _add_evaluate(sub, common) -> None:
+    p = sub.add_parser("evaluate", parents=[common], help="Evaluate a filling result versus a ground truth.",
+                       description="Score a segmentation against ground truth with the CREMI metrics (VOI split "
+                                   "and merge, adapted Rand error, CREMI score), chunk by chunk: exact and "
+                                   "memory-bounded.")
+    p.add_argument("ground_truth_name", help="Name of the ground truth volume (or FILE.h5:dataset).")
+    p.add_argument("prediction_name", help="Name of the prediction volume, e.g. '<volume> segmentation' from the "
+                                           "TOML fill writes (or FILE.h5:dataset).")
+    p.add_argument("--border-threshold", type=float, default=25.0, dest="border_threshold",
+                   help="Region border threshold (in nm) to ignore. Official CREMI default is 25nm; 0 turns it off.")
+    p.add_argument("--partition-volumes", action="store_true", dest="partition_volumes", default=False,
+                   help="Partition volumes and only evaluate the validation partitions.")
+    p.add_argument("--pred-zero", choices=("cremi", "segment"), default="cremi", dest="pred_zero",
+                   help="Prediction label 0 (unclaimed voxels): 'cremi' as CREMI's code (one segment for VOI, "
+                        "singletons for ARAND; default) or 'segment' (one ordinary segment).")
+    p.add_argument("--n-worst", type=int, default=10, dest="n_worst",
+                   help="How many of the worst split and merged objects to list (default 10).")
+    p.add_argument("--json", default=None, metavar="FILE", help="Also write every number and option to FILE.")
+    p.set_defaults(func=_cmd_evaluate)
+
+
 # Subcommand registry, in the order `diluvian -h` lists them. Each entry adds one
 # subparser whose `func` default is its handler.
 SUBCOMMANDS: list[Callable] = [
@@ -441,6 +503,7 @@ SUBCOMMANDS: list[Callable] = [
     _add_fill,
     _add_sparse_fill,
     _add_gen_subv_bounds,
+    _add_evaluate,
 ]
 
 

@@ -1031,6 +1031,83 @@ def _make_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _VolumeLabels:
+    """Array-like over a :class:`~diluvian.volumes.Volume`'s labels (reads boxes on demand)."""
+
+    def __init__(self, volume: Any) -> None:
+        self.volume = volume
+        self.shape = tuple(int(s) for s in volume.shape)
+        self.dtype = np.dtype(getattr(volume.labels, "dtype", np.uint64))
+        self.ndim = 3
+
+    def __getitem__(self, key: Any) -> NDArray:
+        from .octree import parse_index
+
+        lo, hi, _ = parse_index(key, self.shape)
+        return np.asarray(self.volume.get_labels(np.asarray(lo), np.asarray(hi)))
+
+
+def _label_source(name: str, volumes: dict) -> tuple[Any, Any, NDArray[np.float64] | None]:
+    """(volume or None, label array-like, resolution) for a volume name or a direct ``FILE.h5:dataset`` spec."""
+    if name in volumes:
+        volume = volumes[name]
+        if volume.labels is None:
+            raise DataError(f"volume {name!r} has no labels to evaluate")
+        return volume, _VolumeLabels(volume), np.asarray(volume.resolution, dtype=np.float64)
+    if ":" in name or name.rstrip("/").endswith(".zarr"):
+        array, res = open_label_array(name)
+        return None, array, res
+    raise DatasetNotFoundError(f"no volume named {name!r}; volumes: {sorted(volumes) or 'none (give -v files)'}")
+
+
+def evaluate_named_volumes(volumes: dict, ground_truth: str, prediction: str, *, partition: tuple | None = None,
+                           **kwargs: Any) -> SegmentationScores:
+    """Evaluate two volumes given by name (from dataset TOMLs) or as ``FILE.h5:dataset`` specs.
+
+    Parameters
+    ----------
+    volumes : dict of str -> Volume
+        Volumes loaded from the ``-v`` dataset files.
+    ground_truth, prediction : str
+        Volume names, or direct array specs (see :func:`open_label_array`).
+    partition : (partitioning, index), optional
+        Evaluate only this partition of the ground truth. A prediction of the
+        ground truth's full shape is partitioned the same way; one of the
+        partition's shape (e.g. written by ``fill --partition-volumes``) is used as is.
+    **kwargs
+        Passed to :func:`evaluate_volumes` (``border_threshold_nm``, ``pred_zero`` ...).
+
+    Raises
+    ------
+    DatasetNotFoundError
+        A name is neither a loaded volume nor an existing array.
+    DataError
+        Different resolutions or shapes, no labels, non-integer labels.
+    """
+    gt_vol, gt, gt_res = _label_source(ground_truth, volumes)
+    pred_vol, pred, pred_res = _label_source(prediction, volumes)
+    if gt_res is not None and pred_res is not None and not np.allclose(gt_res, pred_res):
+        raise DataError(f"{prediction!r} has resolution {pred_res.tolist()} nm but the ground truth {ground_truth!r} "
+                        f"has {gt_res.tolist()} nm: segment at the ground truth's resolution")
+    if partition is not None:
+        if gt_vol is None:
+            raise DataError("partitioning needs the ground truth as a volume name from a dataset file")
+        full_shape = tuple(gt_vol.shape)
+        gt_part = gt_vol.partition(*partition)
+        gt = _VolumeLabels(gt_part)
+        if tuple(pred.shape) == full_shape:
+            if pred_vol is not None:
+                pred = _VolumeLabels(pred_vol.partition(*partition))
+            else:
+                start = np.asarray(gt_part.offset)
+                stop = start + np.asarray(gt_part.shape)
+                pred = np.asarray(pred[tuple(slice(a, b) for a, b in zip(start, stop))])
+    resolution = kwargs.pop("resolution", None)
+    if resolution is None:
+        resolution = gt_res if gt_res is not None else pred_res
+    return evaluate_volumes(gt, pred, resolution=resolution, **kwargs)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: print the scores of ``prediction`` against ``ground_truth``.
 
