@@ -179,7 +179,8 @@ def test_continued_training_counts_on(tiny_cfg, volumes, tmp_path):
     net = build_network(tiny_cfg.model, tiny_cfg.network)
     opt = torch.optim.Adam(net.parameters())
     save_model(first.with_suffix(".pt"), net, tiny_cfg, optimizer_state=opt.state_dict(), epoch=5)
-    cfg = dataclasses.replace(tiny_cfg, training=dataclasses.replace(tiny_cfg.training, total_epochs=1))
+    cfg = dataclasses.replace(tiny_cfg, training=dataclasses.replace(tiny_cfg.training, total_epochs=1,
+                                                                       validation_size=1))
     result = train_network(cfg, volumes, tmp_path / "second", model_file=first.with_suffix(".pt"))
     assert [h["epoch"] for h in result.history] == [6]
     assert load_model(tmp_path / "second.pt")[2]["epoch"] == 6
@@ -198,7 +199,8 @@ def test_early_abort_and_restart(tiny_cfg, volumes, tmp_path, monkeypatch, caplo
     import dataclasses
 
     cfg = dataclasses.replace(tiny_cfg, training=dataclasses.replace(tiny_cfg.training, early_abort_epoch=1,
-                                                                       early_abort_loss=0.0, total_epochs=1))
+                                                                       early_abort_loss=0.0, total_epochs=1,
+                                                                       training_size=4, validation_size=1))
     with pytest.raises(EarlyAbortError, match="early_abort_loss"):
         train_network(cfg, volumes, tmp_path / "m")
     monkeypatch.setattr(training, "MAX_EARLY_RESTARTS", 1)
