@@ -37,7 +37,9 @@ test: setup test-deps
 	if [ $$rc -eq 5 ]; then echo 'make test: no tests were collected' >&2; exit 1; fi; exit $$rc
 
 bench: setup
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/evaluate.py --skip-large
+	$(PY) benchmarks/fill_throughput.py
+	$(PY) benchmarks/train_throughput.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info src/*.egg-info

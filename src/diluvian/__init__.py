@@ -28,6 +28,13 @@ _API = {
     "write_synthetic_hdf5": "synthetic",
     "evaluate_volumes": "evaluate",
     "SegmentationScores": "evaluate",
+    "fill_volume_with_model": "fill",
+    "fill_region_with_model": "fill",
+    "sparse_fill": "fill",
+    "train_network": "training",
+    "validate_model": "training",
+    "build_network": "network",
+    "load_model": "network",
 }
 
 __all__ = sorted(_API) + ["__version__"]
