@@ -745,3 +745,23 @@ def test_batched_equals_one_at_a_time_randomized(trial):
     for r in runs[1:]:
         np.testing.assert_array_equal(r.labels, runs[0].labels)
         np.testing.assert_array_equal(r.conflict_count, runs[0].conflict_count)
+
+
+def test_lost_seed_stops_a_region_within_the_check_interval():
+    """A region whose seed fell below 0.5 stops after at most SEED_CHECK_INTERVAL more moves."""
+    from diluvian.config import ModelConfig
+    from diluvian.fill import fill_region_with_model
+    from diluvian.fill.dense import SEED_CHECK_INTERVAL
+
+    cfg = ModelConfig(input_fov_shape=(9, 9, 9), output_fov_shape=(9, 9, 9))
+
+    def predict(images, masks):
+        out = np.full(images.shape, 0.95, np.float32)
+        out[:, 4, 4, 4] = 0.01  # every FOV votes the centre out: the seed is lost at once
+        return out
+
+    image = np.zeros((40, 40, 40), np.float32)
+    filled = fill_region_with_model(image, predict, __import__("diluvian").Config(model=cfg), (20, 20, 20),
+                                    move_batch_size=1)
+    assert filled.reason == "callback"
+    assert filled.region.moves <= SEED_CHECK_INTERVAL + 1

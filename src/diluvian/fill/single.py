@@ -79,7 +79,7 @@ def fill_region_with_model(
         Seed voxel, ZYX.
     bias : bool
         Anti-merge mask update; the fill also stops when the seed voxel's
-        probability drops below 0.5 (checked every 100 moves).
+        probability drops below 0.5 (checked every ``SEED_CHECK_INTERVAL`` moves).
     move_batch_size : int
         FOVs of this object evaluated per forward pass (1: strictly sequential).
     max_moves, remask_interval : int, optional
