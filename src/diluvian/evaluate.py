@@ -56,6 +56,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .errors import ConfigError, DataError, DatasetNotFoundError, DiluvianError
+from .volumes.base import as_resolution
 
 __all__ = [
     "PRED_ZERO_MODES",
@@ -757,17 +758,6 @@ def border_mask(gt_section: ArrayLike, threshold_px: float) -> NDArray[np.bool_]
 # --------------------------------------------------------------------------- volumes
 
 
-def _as_resolution(value: Any, where: str) -> NDArray[np.float64]:
-    try:
-        res = np.asarray(value, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        res = None
-    if res is None or res.shape != (3,) or not (np.isfinite(res).all() and (res > 0).all()):
-        shown = value.tolist() if isinstance(value, np.ndarray) else value
-        raise DataError(f"{where}: expected 3 positive numbers (nm, ZYX), got {shown!r}")
-    return res
-
-
 def _as_chunk_shape(value: Sequence[int]) -> tuple[int, int, int]:
     try:
         shape = tuple(int(v) for v in value)
@@ -846,7 +836,7 @@ def evaluate_volumes(gt: Any, pred: Any, *, border_threshold_nm: float | None = 
             if resolution is None:
                 raise DataError(f"border threshold {border_threshold_nm} nm needs the resolution; "
                                 "pass resolution=(z, y, x) nm or border_threshold_nm=0")
-            res = _as_resolution(resolution, "resolution")
+            res = as_resolution(resolution, "evaluate")
             if res[1] != res[2]:
                 raise DataError(f"resolution: the border mask needs equal Y and X resolutions, "
                                 f"got {res.tolist()}")
@@ -922,7 +912,7 @@ def open_label_array(spec: str) -> tuple[Any, NDArray[np.float64] | None]:
     where = f"{path}:{inner}" if inner else str(path)
     resolution = None
     if "resolution" in array.attrs:
-        resolution = _as_resolution(array.attrs["resolution"], f"{where}: resolution attribute")
+        resolution = as_resolution(array.attrs["resolution"], f"{where}: attribute")
     return array, resolution
 
 
