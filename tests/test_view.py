@@ -451,7 +451,7 @@ _LAYER_REPORT_JS = """(() => {
       name: l.name,
       type: (state.layers.find(j => j.name === l.name) || {}).type,
       ready: l.isReady(),
-      shaderError: l.layer && l.layer.shaderError ? l.layer.shaderError.value : null,
+      shaderError: l.layer && l.layer.shaderError ? (l.layer.shaderError.value === undefined ? "pending" : l.layer.shaderError.value) : null,
     })),
   });
 })()"""
@@ -479,7 +479,8 @@ def test_viewer_renders_in_headless_chromium(chromium_path, tmp_path):
         assert dims == {"x": (4.0, "m"), "y": (4.0, "m"), "z": (40.0, "m")}
         # 2. every layer became ready, with shaders that compiled
         report = _wait_for(lambda: (r := json.loads(browser.evaluate(_LAYER_REPORT_JS) or "null"))
-                           and all(l["ready"] for l in r["layers"]) and r, deadline, "the layers to be ready")
+                           and all(l["ready"] and l.get("shaderError") != "pending" for l in r["layers"]) and r,
+                           deadline, "the layers to be ready")
         assert all(l["shaderError"] is None for l in report["layers"]), report
         # 3. the browser fetched chunks of every layer's array
         _wait_for(lambda: all(a.reads for a in arrays.values()), deadline, "chunk requests for every layer")
