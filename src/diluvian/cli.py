@@ -9,10 +9,12 @@ imported inside the handlers so that ``diluvian -h`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import math
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from .errors import DiluvianError
 
@@ -22,6 +24,16 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 # --------------------------------------------------------------------------- shared pieces
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def _common_parser() -> argparse.ArgumentParser:
@@ -71,6 +83,57 @@ def require_volumes(args: argparse.Namespace) -> dict:
     return load_volumes(args.volume_files, in_memory=args.in_memory)
 
 
+def _add_server_args(p: argparse.ArgumentParser, note: str = "") -> None:
+    """``--bind-address``, ``--port`` and ``--open``: where a neuroglancer viewer is served (view, fill, train).
+
+    ``note`` is appended to each help text (e.g. " With --viewer only.").
+    """
+    p.add_argument("--bind-address", default="127.0.0.1",
+                   help="Address the viewer's web server listens on (default: 127.0.0.1; 0.0.0.0 for all)." + note)
+    p.add_argument("--port", type=int, default=0,
+                   help="Port of the viewer's web server (default: 0, any free port)." + note)
+    p.add_argument("--open", action="store_true", default=False,
+                   help="Open the viewer in a web browser, when one is available." + note)
+
+
+def _serve_viewer(viewer, args: argparse.Namespace) -> None:
+    """Print the viewer's URL (one line on stdout), open it with ``--open``, serve until Ctrl-C, stop the server."""
+    from . import view
+
+    url = viewer.get_viewer_url()
+    print(url, flush=True)
+    if args.open:
+        view.open_in_browser(url)
+    print("serving; press Ctrl-C to stop", file=sys.stderr, flush=True)
+    view.wait_for_interrupt()
+    view.stop_server()
+
+
+def _check_viewer_args(args: argparse.Namespace) -> None:
+    """``--bind-address``, ``--port`` and ``--open`` of fill and train only mean something with ``--viewer``."""
+    from .errors import ConfigError
+
+    if not args.viewer and (args.open or args.port != 0 or args.bind_address != "127.0.0.1"):
+        raise ConfigError("--bind-address, --port and --open apply to --viewer only")
+
+
+@contextlib.contextmanager
+def _viewer_server(args: argparse.Namespace) -> Iterator[None]:
+    """With ``--viewer``, bind the web server on entry (a busy port fails before a long run) and stop it
+    when the block fails; without, do nothing."""
+    if not args.viewer:
+        yield
+        return
+    from . import view
+
+    view.start_server(args.bind_address, args.port)
+    try:
+        yield
+    except BaseException:
+        view.stop_server()
+        raise
+
+
 # --------------------------------------------------------------------------- subcommands
 
 
@@ -117,7 +180,7 @@ def _add_synthesize(sub, common) -> None:
 
 
 def _cmd_view(args: argparse.Namespace) -> int:
-    from .view import open_in_browser, snapshot_volumes, stop_server, view_volumes, wait_for_interrupt
+    from .view import snapshot_volumes, view_volumes
 
     from .errors import ConfigError
 
@@ -134,13 +197,7 @@ def _cmd_view(args: argparse.Namespace) -> int:
     viewer = view_volumes(volumes, args.volume_name_regex, segmentation=args.segmentation,
                           partition_volumes=args.partition_volumes, config=cfg, bind_address=args.bind_address,
                           port=args.port, wait=False)
-    url = viewer.get_viewer_url()
-    print(url, flush=True)
-    if args.open:
-        open_in_browser(url)
-    print("serving; press Ctrl-C to stop", file=sys.stderr, flush=True)
-    wait_for_interrupt()
-    stop_server()
+    _serve_viewer(viewer, args)
     return 0
 
 
@@ -157,11 +214,7 @@ def _add_view(sub, common) -> None:
     p.add_argument("--segmentation", default=None, metavar="NAME",
                    help="Volume whose labels to show over the matching volume, e.g. the '<volume> segmentation' "
                         "entry written by fill.")
-    p.add_argument("--bind-address", default="127.0.0.1",
-                   help="Address the viewer's web server listens on (default: 127.0.0.1; 0.0.0.0 for all).")
-    p.add_argument("--port", type=int, default=0, help="Port of the web server (default: 0, any free port).")
-    p.add_argument("--open", action="store_true", default=False,
-                   help="Open the viewer in a web browser, when one is available.")
+    _add_server_args(p)
     p.add_argument("--snapshot", default=None, metavar="OUT.png",
                    help="Write a PNG of XY, ZY and XZ slices (segmentation overlaid) instead of serving; "
                         "use {volume} in the name when several volumes match.")
@@ -196,6 +249,7 @@ def _cmd_fill(args: argparse.Namespace) -> int:
 
     cli_cfg = load_cli_config(args)
     _check_fill_args(args)
+    _check_viewer_args(args)
     if args.model_file is None:
         from .errors import ConfigError
 
@@ -204,16 +258,22 @@ def _cmd_fill(args: argparse.Namespace) -> int:
     rng = seed_everything(cli_cfg.random_seed)
     model, cfg = load_fill_model(args.model_file, cli_cfg, args.config_files)
     volumes = prepare_volumes(require_volumes(args), cfg, args.partition_volumes)
-    results = fill_volumes_to_files(
-        volumes, model, cfg, args.segmentation_output_file, model_file=args.model_file,
-        resume_pattern=args.resume_filename, checkpoint_interval=args.checkpoint_interval, rng=rng,
-        progress=sys.stderr.isatty(), move_batch_size=args.move_batch_size, max_moves=args.max_moves,
-        remask_interval=args.remask_interval, bias=args.bias, seed_generator=args.seed_generator,
-        ordered_seeds=args.ordered_seeds, ignore_mask=args.ignore_mask,
-        background_label_id=args.background_label_id, max_bodies=args.max_bodies,
-        reject_early_termination=args.reject_early_termination, in_memory=args.in_memory)
-    for name, result in results.items():
-        print(f"{name}: {result.stats.summary()}")
+    with _viewer_server(args):
+        results = fill_volumes_to_files(
+            volumes, model, cfg, args.segmentation_output_file, model_file=args.model_file,
+            resume_pattern=args.resume_filename, checkpoint_interval=args.checkpoint_interval, rng=rng,
+            progress=sys.stderr.isatty(), move_batch_size=args.move_batch_size, max_moves=args.max_moves,
+            remask_interval=args.remask_interval, bias=args.bias, seed_generator=args.seed_generator,
+            ordered_seeds=args.ordered_seeds, ignore_mask=args.ignore_mask,
+            background_label_id=args.background_label_id, max_bodies=args.max_bodies,
+            reject_early_termination=args.reject_early_termination, in_memory=args.in_memory)
+        for name, result in results.items():
+            print(f"{name}: {result.stats.summary()}", flush=True)
+        if args.viewer:
+            from .view import show_fill_results
+
+            viewer = show_fill_results(volumes, results, bind_address=args.bind_address, port=args.port)
+            _serve_viewer(viewer, args)
     return 0
 
 
@@ -246,6 +306,11 @@ def _add_fill(sub, common) -> None:
                         "value here.)")
     p.add_argument("--background-label-id", dest="background_label_id", type=int, default=0,
                    help="Label ID to output for voxels not belonging to any filled body.")
+    p.add_argument("--viewer", action="store_true", default=False,
+                   help="Create a neuroglancer viewer for each volume after filling: once the outputs are written, "
+                        "show every volume's image, ground-truth labels (when it has them), new segmentation and "
+                        "conflict count in one viewer, print its URL and serve until Ctrl-C.")
+    _add_server_args(p, " With --viewer only.")
     p.add_argument("--max-bodies", dest="max_bodies", type=int, default=None,
                    help="Cancel filling after this many bodies (only useful for diagnostics).")
     p.add_argument("--reject-early-termination", action="store_true", dest="reject_early_termination",
@@ -352,14 +417,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .network import config_for_model_file
     from .training import train_network
 
+    _check_viewer_args(args)
     cfg = load_cli_config(args)
     if args.model_file is not None:
         cfg = config_for_model_file(cfg, args.model_file, args.config_files)
     rng = seed_everything(cfg.random_seed)
-    result = train_network(cfg, require_volumes(args), args.model_output_filebase, model_file=args.model_file,
-                           checkpoint_pattern=args.model_checkpoint_file, tensorboard=args.tensorboard,
-                           early_restart=args.early_restart, rng=rng)
-    print(result.summary())
+    volumes = require_volumes(args)
+    with _viewer_server(args):
+        result = train_network(cfg, volumes, args.model_output_filebase, model_file=args.model_file,
+                               checkpoint_pattern=args.model_checkpoint_file, tensorboard=args.tensorboard,
+                               early_restart=args.early_restart, rng=rng, max_minutes=args.max_minutes)
+        print(result.summary(), flush=True)
+        if args.viewer:
+            from .view import show_trained_sample
+
+            viewer, _ = show_trained_sample(result.model_file, volumes, bind_address=args.bind_address,
+                                            port=args.port)
+            _serve_viewer(viewer, args)
     return 0
 
 
@@ -383,9 +457,17 @@ def _add_train(sub, common) -> None:
     p.add_argument("--early-restart", action="store_true", dest="early_restart", default=False,
                    help="If training is aborted early because an early abort metric criteria, restart training "
                         "with a new random seed.")
+    p.add_argument("--max-minutes", type=_positive_float, default=None, dest="max_minutes",
+                   help="Stop training after this many minutes of training steps (validation not counted); the "
+                        "interrupted epoch is validated and kept like a full one.")
     p.add_argument("--tensorboard", action="store_true", default=False,
                    help="Output tensorboard log files while training (scalars and validation slices, in "
                         "MODEL_OUTPUT_FILEBASE_logs/).")
+    p.add_argument("--viewer", action="store_true", default=False,
+                   help="Create a neuroglancer viewer for a training sample at the end of training: the best model "
+                        "fills the first validation subvolume, and its image, mask input, target and filled mask "
+                        "are shown; prints the viewer's URL and serves until Ctrl-C.")
+    _add_server_args(p, " With --viewer only.")
     p.set_defaults(func=_cmd_train)
 
 

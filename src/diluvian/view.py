@@ -13,9 +13,13 @@ Interactive viewers
   different resolutions are placed by their physical (nm) coordinates.
 * :func:`volume_layers` / :func:`view_volumes` show the image, labels and mask
   of dataset volumes (``diluvian view``).
-* :func:`show_fill_result` and :func:`show_training_sample` are the viewers of
-  ``fill --viewer`` and ``train --viewer``.
-* :func:`wait_for_interrupt` blocks until Ctrl-C; :func:`stop_server` frees the port.
+* :func:`show_fill_result` and :func:`show_training_sample` show a fill and a
+  training sample from arrays; :func:`show_fill_results` (the fill results of
+  several volumes) and :func:`show_trained_sample` (a saved model filling one
+  validation subvolume) are the viewers of ``fill --viewer`` and ``train --viewer``.
+* :func:`start_server` binds the web server early (so that a busy port fails
+  before a long fill or training); :func:`wait_for_interrupt` blocks until
+  Ctrl-C; :func:`stop_server` frees the port.
 
 Neuroglancer runs one web server per process; every viewer is served by it.
 
@@ -50,7 +54,10 @@ __all__ = [
     "select_volumes",
     "view_volumes",
     "show_fill_result",
+    "show_fill_results",
     "show_training_sample",
+    "show_trained_sample",
+    "start_server",
     "wait_for_interrupt",
     "open_in_browser",
     "stop_server",
@@ -254,6 +261,22 @@ def _ensure_server(bind_address: str, port: int) -> None:
             reason = e.strerror or str(e)
             hint = " (choose another --port, or 0 for any free port)" if port else ""
             raise DataError(f"cannot serve the viewer on {bind_address}:{port}: {reason}{hint}") from None
+
+
+def start_server(bind_address: str = "127.0.0.1", port: int = 0) -> None:
+    """Start neuroglancer's web server now rather than with the first viewer.
+
+    Commands that show a viewer at the end of a long run (``fill --viewer``,
+    ``train --viewer``) call this first, so that an address that cannot be
+    bound is reported before the run, not after it. Viewers made later with
+    the same ``bind_address`` (and ``port``, or ``port=0``) use this server.
+
+    Raises
+    ------
+    DataError
+        The address cannot be bound (port in use, unknown host, ...).
+    """
+    _ensure_server(bind_address, port)
 
 
 def stop_server() -> None:
@@ -623,12 +646,81 @@ def show_fill_result(
     layers = []
     if image is not None:
         layers.append(Layer("image", image, "image", res, off))
-    layers.append(Layer("segmentation", labels, "segmentation", res, off))
+    layers.extend(_segmentation_layers(labels, conflicts, res, off))
+    return make_viewer(layers + list(extra_layers), bind_address=bind_address, port=port)
+
+
+def _segmentation_layers(labels: Any, conflicts: Any, resolution: tuple[float, float, float],
+                         offset: tuple[int, int, int], prefix: str = "") -> list[Layer]:
+    """The ``segmentation`` layer of a fill and, when given, its ``conflict count`` (red)."""
+    layers = [Layer(f"{prefix}segmentation", labels, "segmentation", resolution, offset)]
     if conflicts is not None:
         top = float(np.max(conflicts)) if np.size(conflicts) else 0.0
-        layers.append(Layer("conflict count", conflicts, "image", res, off, color="#ff2020",
+        layers.append(Layer(f"{prefix}conflict count", conflicts, "image", resolution, offset, color="#ff2020",
                             value_range=(0.0, max(top, 1.0))))
-    return make_viewer(layers + list(extra_layers), bind_address=bind_address, port=port)
+    return layers
+
+
+def show_fill_results(
+    volumes: Mapping[str, Any],
+    results: Mapping[str, Any],
+    *,
+    conflicts: bool = True,
+    bind_address: str = "127.0.0.1",
+    port: int = 0,
+):
+    """One viewer of the dense fills of several volumes (``fill --viewer``).
+
+    For each filled volume, in the order of ``results``: its image, its
+    ground-truth labels and mask (those present, as :func:`volume_layers`),
+    the new segmentation and the conflict count. Layer names are prefixed
+    with the volume name (``"<name> image"``, ``"<name> labels"``,
+    ``"<name> segmentation"``, ``"<name> conflict count"``).
+
+    Parameters
+    ----------
+    volumes : mapping of name -> Volume
+        The volumes as they were filled (partitioned / downsampled views are
+        placed at their offset in the full volume).
+    results : mapping of name -> FillResult or array
+        For each filled volume, a :class:`~diluvian.fill.FillResult` (its
+        ``labels`` and ``conflict_count`` are shown) or a labels array of
+        the volume's shape.
+    conflicts : bool
+        Show the conflict count layers.
+    bind_address, port : str, int
+        Web server address (see :func:`make_viewer`).
+
+    Returns
+    -------
+    neuroglancer.Viewer
+        Serving in the background; ``viewer.get_viewer_url()`` is its address.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        A result names a volume that is not in ``volumes``.
+    DataError
+        No result, a segmentation whose shape differs from its volume's, or
+        the address cannot be bound.
+    """
+    if not results:
+        raise DataError("nothing to show: no fill results")
+    layers: list[Layer] = []
+    for name, result in results.items():
+        if name not in volumes:
+            known = ", ".join(repr(n) for n in volumes) or "none"
+            raise DatasetNotFoundError(f"fill result of volume {name!r}, which is not among the volumes {known}")
+        volume = volumes[name]
+        labels = getattr(result, "labels", result)
+        counts = getattr(result, "conflict_count", None) if conflicts else None
+        shape = tuple(int(s) for s in np.asarray(volume.shape)[-3:])
+        if tuple(labels.shape) != shape:
+            raise DataError(f"volume {name!r}: segmentation of shape {list(labels.shape)} differs from the "
+                            f"volume's {list(shape)}")
+        layers.extend(volume_layers(volume, prefix=name))
+        layers.extend(_segmentation_layers(labels, counts, _resolution(volume), _offset(volume), prefix=f"{name} "))
+    return make_viewer(layers, bind_address=bind_address, port=port)
 
 
 def show_training_sample(
@@ -686,6 +778,94 @@ def show_training_sample(
         layers.append(Layer(name, array.astype(np.float32, copy=False), "image", res, tuple(margin // 2),
                             color=colors[name], value_range=(0.0, 1.0)))
     return make_viewer(layers + list(extra_layers), bind_address=bind_address, port=port)
+
+
+def show_trained_sample(
+    model_file: str | Path,
+    volumes: Mapping[str, Any],
+    *,
+    config=None,
+    index: int = 0,
+    device: Any = None,
+    bind_address: str = "127.0.0.1",
+    port: int = 0,
+):
+    """A viewer of a trained model filling one validation subvolume (``train --viewer``).
+
+    Loads the model, draws the fixed validation set exactly as training does
+    (:func:`diluvian.training.validation_subvolumes`, same seed, so the
+    subvolume is one that training validated on), fills subvolume ``index``
+    to completion from its seed (:func:`diluvian.training.run_validation`)
+    and shows it with :func:`show_training_sample`: the image, the mask input
+    the first move saw (the seed voxel at ``v_true``, ``v_false`` elsewhere),
+    the target object and the filled mask (voxels never reached are 0).
+
+    Parameters
+    ----------
+    model_file : path-like
+        A model written by training (``BASE.pt``).
+    volumes : mapping of name -> Volume
+        The labelled volumes training used (not partitioned; the config's
+        validation partitions are applied).
+    config : diluvian.config.Config or None
+        Partitions, validation subvolume shape, seed ...; by default the
+        config stored in the model file, which is the one it was trained with
+        (including the random seed of an ``--early-restart``). The model's
+        own ``[network]`` and FOVs are used either way.
+    index : int
+        Which subvolume of the validation set (0 is the first).
+    device : str or torch.device or None
+        Where to run the model; ``[training] device`` by default.
+    bind_address, port : str, int
+        Web server address (see :func:`make_viewer`).
+
+    Returns
+    -------
+    viewer : neuroglancer.Viewer
+        Serving in the background, with the layers ``image``, ``mask input``,
+        ``target`` and ``prediction``.
+    info : dict
+        ``volume`` (name), ``label_id``, ``seed`` (ZYX voxel in the
+        subvolume), ``moves`` and ``metric`` (``validation_metric`` of the
+        filled mask against the target).
+
+    Raises
+    ------
+    ModelError
+        ``model_file`` is not a diluvian model.
+    DataError, ConfigError
+        Unusable volumes or partitions, or the address cannot be bound.
+    """
+    import dataclasses
+
+    from .network import check_model_config, load_model, select_device
+    from .training import prepare_training_volumes, run_validation, validation_subvolumes
+
+    if int(index) < 0:
+        raise DataError(f"index: expected an int >= 0, got {index}")
+    model, file_cfg, _ = load_model(model_file, "cpu")
+    cfg = file_cfg if config is None else check_model_config(file_cfg, config, explicitly_set=False,
+                                                             model_file=model_file)
+    cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, validation_size=int(index) + 1))
+    model = model.to(select_device(device if device is not None else cfg.training.device))
+    _, val_vols = prepare_training_volumes(cfg, volumes, need_training=False)
+    subvolume = validation_subvolumes(cfg, val_vols)[int(index):][:1]
+    result, regions = run_validation(model, subvolume, cfg, keep_regions=1)
+    region = regions[0]
+    mc = cfg.model
+    image = np.asarray(region.image, dtype=np.float32)
+    mask_input = np.full(image.shape, mc.v_false, dtype=np.float32)
+    mask_input[tuple(int(s) for s in region.seed)] = mc.v_true
+    prediction = np.nan_to_num(np.asarray(region.mask, dtype=np.float32), nan=0.0)
+    target = np.asarray(region.target, dtype=np.float32)
+    res = tuple(float(r) for r in np.ravel(val_vols[subvolume[0].volume].resolution))
+    viewer = show_training_sample(image, mask_input, target, prediction, res, bind_address=bind_address,
+                                  port=port)
+    info = {"volume": subvolume[0].volume, "label_id": subvolume[0].label_id,
+            "seed": [int(s) for s in region.seed], "moves": int(region.moves), "metric": result.metric}
+    log.info("training sample: volume %r, object %s, seed %s: %d moves, %s %.4f", info["volume"],
+             info["label_id"], info["seed"], info["moves"], cfg.training.validation_metric.metric, info["metric"])
+    return viewer, info
 
 
 # --------------------------------------------------------------------------- static pictures
