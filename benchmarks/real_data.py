@@ -11,7 +11,7 @@ one-segment answer.
 Usage::
 
     python benchmarks/real_data.py [--out bench_output/real] [--datasets fib25 medulla]
-                                   [--config cpu_real] [--train-minutes 30]
+                                   [--config cpu_small cpu_real] [--train-minutes 30]
 
 Data come from ``$DILUVIAN_DATA_DIR`` (default ``../shared/data``); the script
 prints a Markdown table for BENCHMARKS.md and writes ``results.json``.
@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "bench_output" / "real")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--config", default="cpu_real", help="training config (file or packaged name)")
+    parser.add_argument("--config", nargs="+", default=["cpu_small", "cpu_real"],
+                        help="training config files or packaged names, applied in order")
     parser.add_argument("--train-minutes", type=float, default=30.0, help="training time budget per data set")
     parser.add_argument("--model", type=Path, default=None, help="skip training: use this model for every data set")
     parser.add_argument("--skip-baselines", action="store_true")
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         model = args.model
         if model is None:
             model = out / "model.pt"
-            entry["train_s"] = run(diluvian + ["train", "-c", args.config, "-v", str(toml), "-mo", str(out / "model"),
+            configs = [a for c in args.config for a in ("-c", c)]
+            entry["train_s"] = run(diluvian + ["train", *configs, "-v", str(toml), "-mo", str(out / "model"),
                                                "-rs", str(args.seed), "--max-minutes", str(args.train_minutes)], log)
         entry["fill_s"] = run(diluvian + ["fill", "-m", str(model), "-v", str(toml), "--partition-volumes",
                                           "-rs", str(args.seed), str(out / "segmentation_{volume}")], log)

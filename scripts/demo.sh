@@ -10,9 +10,9 @@ mkdir -p "$out"
 start=$(date +%s)
 step() { echo; echo "== [$(( $(date +%s) - start )) s] $*"; }
 
-step "1/5 synthesize a training volume and a test volume (64 x 128 x 128 voxels, 10 nm)"
-$diluvian synthesize "$out/train.h5" --shape 64 128 128 --seed 0
-$diluvian synthesize "$out/test.h5" --shape 64 128 128 --seed 1
+step "1/5 synthesize a training volume (64 x 128 x 128 voxels) and a test volume (32 x 64 x 64), 20 nm"
+$diluvian synthesize "$out/train.h5" --shape 64 128 128 --seed 0 --resolution 20 20 20
+$diluvian synthesize "$out/test.h5" --shape 32 64 64 --seed 1 --resolution 20 20 20
 for name in train test; do
     cat > "$out/$name.toml" <<TOML
 [[dataset]]
@@ -23,8 +23,8 @@ label_dataset = "volumes/labels/neuron_ids"
 TOML
 done
 
-step "2/5 train the small CPU model (config cpu_small) on the training volume"
-$diluvian train -c cpu_small -v "$out/train.toml" -mo "$out/model" -rs 1
+step "2/5 train the small CPU model (config cpu_small) on the training volume for ${DEMO_TRAIN_MINUTES:=4} minutes"
+$diluvian train -c cpu_small -v "$out/train.toml" -mo "$out/model" -rs 1 --max-minutes "$DEMO_TRAIN_MINUTES"
 
 step "3/5 fill the test volume densely with the trained model"
 $diluvian fill -m "$out/model.pt" -v "$out/test.toml" "$out/segmentation_{volume}" -rs 1

@@ -123,7 +123,7 @@ def test_get_config_value_and_format():
         get_config_value(cfg, "training.batch_siz")
 
 
-@pytest.mark.parametrize("name", ["default", "cpu_small", "gpu"])
+@pytest.mark.parametrize("name", ["default", "cpu_small", "cpu_real", "gpu"])
 def test_packaged_configs_load(name):
     path = packaged_config_path(name)
     if not path.exists():

@@ -434,3 +434,28 @@ def test_border_mask_matches_distance_transform():
     excluded = ev._border_mask_block(block, 6.25)
     for z in range(3):
         np.testing.assert_array_equal(excluded[z], border_mask(block[z], 6.25))
+
+
+def test_coarser_prediction_is_upsampled_to_the_ground_truth(tmp_path):
+    """A fill at 20 nm (cpu_real) is scored against 10 nm ground truth by nearest-neighbour upsampling."""
+    import h5py
+
+    from diluvian.evaluate import UpsampledLabels, evaluate_named_volumes
+
+    rng = np.random.default_rng(5)
+    coarse = rng.integers(1, 6, size=(4, 6, 7)).astype(np.uint64)
+    gt = coarse.repeat(2, 0).repeat(2, 1).repeat(2, 2)[:, :, :13]  # odd X: 13 = 2 * 7 - 1
+    h5 = tmp_path / "pair.h5"
+    with h5py.File(h5, "w") as f:
+        f["gt"] = gt
+        f["gt"].attrs["resolution"] = (10.0, 10.0, 10.0)
+        f["pred"] = coarse
+        f["pred"].attrs["resolution"] = (20.0, 20.0, 20.0)
+        f["pred15"] = coarse
+        f["pred15"].attrs["resolution"] = (15.0, 15.0, 15.0)
+    s = evaluate_named_volumes({}, f"{h5}:gt", f"{h5}:pred", border_threshold_nm=0)
+    assert s.voi_split == 0 and s.voi_merge == 0 and s.n_voxels_evaluated == gt.size
+    shifted = UpsampledLabels(coarse, (2, 2, 2), gt.shape)
+    np.testing.assert_array_equal(shifted[1:7, 3:9, 5:13], gt[1:7, 3:9, 5:13])
+    with pytest.raises(DataError, match="integer multiple"):
+        evaluate_named_volumes({}, f"{h5}:gt", f"{h5}:pred15", border_threshold_nm=0)

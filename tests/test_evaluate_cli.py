@@ -45,7 +45,7 @@ def test_evaluate_errors_are_one_line(tmp_path, capsys):
     assert main(["evaluate", "-v", str(toml), "t", "t", "--border-threshold", "-1"]) == 2
     assert "--border-threshold" in capsys.readouterr().err
     with h5py.File(tmp_path / "q.h5", "w") as f:
-        f.create_dataset("seg", data=np.ones((16, 64, 64), np.uint64)).attrs["resolution"] = [20, 20, 20]
+        f.create_dataset("seg", data=np.ones((16, 64, 64), np.uint64)).attrs["resolution"] = [15, 15, 15]
     assert main(["evaluate", "-v", str(toml), "t", f"{tmp_path / 'q.h5'}:seg"]) == 2
     err = capsys.readouterr().err
     assert "resolution" in err and len(err.strip().splitlines()) == 1

@@ -186,6 +186,23 @@ def test_continued_training_counts_on(tiny_cfg, volumes, tmp_path):
     assert load_model(tmp_path / "second.pt")[2]["epoch"] == 6
 
 
+def test_time_limit_stops_training_and_keeps_the_partial_epoch(tiny_cfg, volumes, tmp_path, monkeypatch):
+    import dataclasses
+    import itertools
+
+    cfg = dataclasses.replace(tiny_cfg, training=dataclasses.replace(tiny_cfg.training, total_epochs=50))
+    clock = itertools.count(0.0, 5.0)  # every clock read is 5 s later
+    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
+    result = train_network(cfg, volumes, tmp_path / "m", max_minutes=1.0)
+    assert result.stop_reason == "time_limit"
+    assert 1 <= len(result.history) < 50
+    assert (tmp_path / "m.pt").is_file()
+    rows = list(csv.DictReader(open(tmp_path / "m.csv")))
+    assert len(rows) == len(result.history)
+    with pytest.raises(ValueError, match="max_minutes"):
+        train_network(cfg, volumes, tmp_path / "m2", max_minutes=0)
+
+
 def test_nan_loss_is_a_training_error(tiny_cfg, volumes, tmp_path, monkeypatch):
     def nan_loss(logits, targets):
         return (logits * float("nan")).mean(dim=(1, 2, 3, 4))

@@ -56,7 +56,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .errors import ConfigError, DataError, DatasetNotFoundError, DiluvianError
-from .volumes.base import as_resolution
+from .volumes.base import LazyArray, as_resolution
 
 __all__ = [
     "PRED_ZERO_MODES",
@@ -1037,6 +1037,57 @@ class _VolumeLabels:
         return np.asarray(self.volume.get_labels(np.asarray(lo), np.asarray(hi)))
 
 
+class UpsampledLabels(LazyArray):
+    """Nearest-neighbour upsampling of a label array by integer factors, read box by box.
+
+    Parameters
+    ----------
+    labels : array-like (Z, Y, X)
+        Labels at the coarser resolution.
+    factors : 3 ints
+        Upsampling factor per axis.
+    shape : 3 ints
+        Shape of the result; voxels beyond ``labels.shape * factors`` are 0.
+    """
+
+    def __init__(self, labels: Any, factors: Sequence[int], shape: Sequence[int]) -> None:
+        self.labels = labels
+        self.factors = np.asarray(factors, dtype=np.int64)
+        self.shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
+        self.dtype = np.dtype(labels.dtype)
+
+    def _read(self, start: NDArray[np.int64], stop: NDArray[np.int64]) -> NDArray:
+        f = self.factors
+        out = np.zeros(tuple(int(n) for n in stop - start), dtype=self.dtype)
+        lo = start // f
+        hi = np.minimum(-(-stop // f), np.asarray(self.labels.shape))
+        if (hi <= lo).any():
+            return out
+        coarse = np.asarray(self.labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+        fine = coarse.repeat(f[0], axis=0).repeat(f[1], axis=1).repeat(f[2], axis=2)
+        a = start - lo * f
+        b = np.minimum(stop, hi * f) - lo * f
+        part = fine[a[0]:b[0], a[1]:b[1], a[2]:b[2]]
+        out[:part.shape[0], :part.shape[1], :part.shape[2]] = part
+        return out
+
+
+def _upsample_to_ground_truth(pred: Any, pred_res: NDArray, gt_res: NDArray, shapes: Sequence[tuple],
+                              names: tuple[str, str]) -> Any:
+    """``pred`` at ``gt_res``: nearest-neighbour upsampled when its resolution is an integer multiple."""
+    factors = pred_res / gt_res
+    rounded = np.round(factors)
+    if not (np.allclose(factors, rounded, atol=1e-6) and (rounded >= 1).all()):
+        raise DataError(f"{names[1]!r} has resolution {pred_res.tolist()} nm but the ground truth {names[0]!r} "
+                        f"has {gt_res.tolist()} nm: expected the same resolution or an integer multiple of it")
+    f = rounded.astype(np.int64)
+    fine = np.asarray(pred.shape) * f
+    shape = next((s for s in shapes if (np.abs(fine - np.asarray(s)) < f).all()), tuple(fine))
+    logger.info("%s: upsampling the prediction from %s nm to the ground truth's %s nm (x%s)", names[1],
+             pred_res.tolist(), gt_res.tolist(), f.tolist())
+    return UpsampledLabels(pred, f, shape)
+
+
 def _label_source(name: str, volumes: dict) -> tuple[Any, Any, NDArray[np.float64] | None]:
     """(volume or None, label array-like, resolution) for a volume name or a direct ``FILE.h5:dataset`` spec."""
     if name in volumes:
@@ -1077,8 +1128,12 @@ def evaluate_named_volumes(volumes: dict, ground_truth: str, prediction: str, *,
     gt_vol, gt, gt_res = _label_source(ground_truth, volumes)
     pred_vol, pred, pred_res = _label_source(prediction, volumes)
     if gt_res is not None and pred_res is not None and not np.allclose(gt_res, pred_res):
-        raise DataError(f"{prediction!r} has resolution {pred_res.tolist()} nm but the ground truth {ground_truth!r} "
-                        f"has {gt_res.tolist()} nm: segment at the ground truth's resolution")
+        shapes = [tuple(gt.shape)]
+        if partition is not None and gt_vol is not None:
+            shapes.insert(0, tuple(gt_vol.partition(*partition).shape))
+        pred = _upsample_to_ground_truth(pred, pred_res, gt_res, shapes, (ground_truth, prediction))
+        pred_vol = None
+        pred_res = gt_res
     if partition is not None:
         if gt_vol is None:
             raise DataError("partitioning needs the ground truth as a volume name from a dataset file")

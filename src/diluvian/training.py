@@ -653,7 +653,7 @@ class TrainingResult:
     best_epoch : int or None
     best_metric : float
     stop_reason : str
-        ``"completed"`` or ``"early_stopping"``.
+        ``"completed"``, ``"early_stopping"`` or ``"time_limit"``.
     random_seed : int
         The seed of the run that finished (changes with ``--early-restart``).
     restarts : int
@@ -684,7 +684,8 @@ def _better(value: float, best: float | None, mode: str) -> bool:
 def train_network(cfg: Config, volumes: Mapping[str, Any], model_output_filebase: str | os.PathLike, *,
                   model_file: str | os.PathLike | None = None, checkpoint_pattern: str | None = None,
                   tensorboard: bool = False, early_restart: bool = False, rng: np.random.Generator | None = None,
-                  device: Any = None, progress: bool | None = None) -> TrainingResult:
+                  device: Any = None, progress: bool | None = None, max_minutes: float | None = None
+                  ) -> TrainingResult:
     """Train a flood-filling network with moving FOVs (see the module docstring).
 
     Parameters
@@ -713,6 +714,11 @@ def train_network(cfg: Config, volumes: Mapping[str, Any], model_output_filebase
         Overrides ``[training] device``.
     progress : bool, optional
         tqdm progress bars (default: when stderr is a terminal).
+    max_minutes : float, optional
+        Wall-clock budget for the training steps. When it runs out, the
+        current (partial) epoch is validated and kept like a full one, and
+        training stops with ``stop_reason == "time_limit"``. Validation time
+        is not counted.
 
     Returns
     -------
@@ -732,13 +738,15 @@ def train_network(cfg: Config, volumes: Mapping[str, Any], model_output_filebase
         Re-raised after the CSV and plot of the finished epochs are written;
         ``BASE.pt`` holds the best model so far.
     """
+    if max_minutes is not None and not max_minutes > 0:
+        raise ValueError(f"max_minutes must be positive, got {max_minutes}")
     rng = rng if rng is not None else np.random.default_rng(cfg.random_seed)
     restarts = 0
     while True:
         try:
             result = _train_once(cfg, volumes, model_output_filebase, model_file=model_file,
                                  checkpoint_pattern=checkpoint_pattern, tensorboard=tensorboard, rng=rng,
-                                 device=device, progress=progress)
+                                 device=device, progress=progress, max_minutes=max_minutes)
             result.restarts = restarts
             return result
         except EarlyAbortError as e:
@@ -756,7 +764,8 @@ def train_network(cfg: Config, volumes: Mapping[str, Any], model_output_filebase
 
 def _train_once(cfg: Config, volumes: Mapping[str, Any], base: str | os.PathLike, *,
                 model_file: str | os.PathLike | None, checkpoint_pattern: str | None, tensorboard: bool,
-                rng: np.random.Generator, device: Any, progress: bool | None) -> TrainingResult:
+                rng: np.random.Generator, device: Any, progress: bool | None,
+                max_minutes: float | None = None) -> TrainingResult:
     import sys
 
     progress = sys.stderr.isatty() if progress is None else progress
@@ -834,6 +843,8 @@ def _train_once(cfg: Config, volumes: Mapping[str, Any], base: str | os.PathLike
     png_path = base.with_name(base.name + ".png")
     pt_path = base.with_name(base.name + ".pt")
     global_step = 0
+    train_budget = math.inf if max_minutes is None else 60.0 * max_minutes
+    train_spent = 0.0  # seconds of training steps so far (validation excluded)
     try:
         for epoch in range(start_epoch + 1, start_epoch + tc.total_epochs + 1):
             t0 = time.perf_counter()
@@ -848,7 +859,11 @@ def _train_once(cfg: Config, volumes: Mapping[str, Any], base: str | os.PathLike
                 g.started = g.finished = g.finished_moves = 0
             bar = _progress(total=steps, desc=f"epoch {epoch}", enabled=progress)
             t_train = time.perf_counter()
+            steps_done = 0
             for step in range(steps):
+                if train_spent + (time.perf_counter() - t_train) >= train_budget:
+                    stop_reason = "time_limit"
+                    break
                 g = groups[step % n_groups]
                 g.apply()  # only pending when this group ran two steps ago (single group: never)
                 blocks = g.next_blocks()
@@ -877,6 +892,7 @@ def _train_once(cfg: Config, volumes: Mapping[str, Any], base: str | os.PathLike
                     other = groups[(step + 1) % n_groups]
                     other.apply()  # overlaps with this step running on the device
                 global_step += 1
+                steps_done += 1
                 if (step + 1) % 10 == 0 or step + 1 == steps:
                     recent = float(torch.stack(losses[-10:]).mean().item())
                     if not math.isfinite(recent):
@@ -891,6 +907,9 @@ def _train_once(cfg: Config, volumes: Mapping[str, Any], base: str | os.PathLike
                 g.apply()
             bar.close()
             train_time = time.perf_counter() - t_train
+            train_spent += train_time
+            if not losses:  # the budget ran out before this epoch's first step
+                break
             epoch_loss = float(torch.stack(losses).mean().item())
             if not math.isfinite(epoch_loss):
                 raise TrainingError(f"epoch {epoch}: the training loss is {epoch_loss}; lower [optimizer] lr")
@@ -904,7 +923,7 @@ def _train_once(cfg: Config, volumes: Mapping[str, Any], base: str | os.PathLike
             if not math.isfinite(val.loss):
                 raise TrainingError(f"epoch {epoch}: the validation loss is {val.loss}")
             row = {"epoch": epoch, "loss": epoch_loss, "val_loss": val.loss, "val_subv_metric": val.metric,
-                   "time": time.perf_counter() - t0, "fov_per_s": steps * tc.batch_size / train_time,
+                   "time": time.perf_counter() - t0, "fov_per_s": steps_done * tc.batch_size / train_time,
                    "moves_per_subvolume": moves_per_subv, "val_moves": float(np.mean(val.moves)) if val.moves else 0}
             history.append(row)
             log.info("epoch %d: loss %.4f, val_loss %.4f, val_subv_metric %.4f (%s, beta %g); %.1f FOV/s, "
@@ -934,6 +953,10 @@ def _train_once(cfg: Config, volumes: Mapping[str, Any], base: str | os.PathLike
                     and val.loss >= tc.early_abort_loss:
                 raise EarlyAbortError(f"epoch {epoch}: val_loss {val.loss:.4f} >= [training] early_abort_loss "
                                       f"{tc.early_abort_loss}")
+            if stop_reason == "time_limit":
+                log.info("training time limit of %g minutes reached in epoch %d (%d of %d steps)", max_minutes,
+                         epoch, steps_done, steps)
+                break
             if since_best >= tc.patience:
                 stop_reason = "early_stopping"
                 log.info("no improvement of val_subv_metric for %d epochs; stopping", tc.patience)
