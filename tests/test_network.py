@@ -268,6 +268,27 @@ def test_config_files_set_network(tmp_path):
     assert not config_files_set_network([a, "default"])
     assert config_files_set_network([a, b])
     assert config_files_set_network(["cpu_small"])
+    c = tmp_path / "c.toml"
+    c.write_text("[volume]\nresolution = [20, 20, 20]\n")
+    assert config_files_set_network([c]) and config_files_set_network(["cpu_real"])
+
+
+def test_model_working_resolution_goes_with_the_model():
+    """A model trained on volumes downsampled to 20 nm fills at 20 nm, not at the data's own resolution."""
+    import dataclasses
+
+    model = small_config()
+    model = dataclasses.replace(model, volume=dataclasses.replace(model.volume, resolution=(20.0, 20.0, 20.0)))
+    merged = check_model_config(model, Config(), explicitly_set=False)
+    assert merged.volume.resolution == (20.0, 20.0, 20.0)
+    # the user's config names the same network and resolution: fine; another resolution: an error
+    assert check_model_config(model, model, explicitly_set=True).volume.resolution == (20.0, 20.0, 20.0)
+    other = dataclasses.replace(model, volume=dataclasses.replace(model.volume, resolution=(10.0, 10.0, 10.0)))
+    with pytest.raises(ModelError, match=r"volume.resolution = \[10.0, 10.0, 10.0\] \(model: \[20.0, 20.0, 20.0\]\)"):
+        check_model_config(model, other, explicitly_set=True)
+    # a user config that leaves the resolution at the volumes' own does not conflict
+    native = dataclasses.replace(model, volume=dataclasses.replace(model.volume, resolution=(0.0, 0.0, 0.0)))
+    assert check_model_config(model, native, explicitly_set=True).volume.resolution == (20.0, 20.0, 20.0)
 
 
 def test_network_runs_on_a_tiny_batch_without_grad_leaks():

@@ -601,11 +601,23 @@ def load_model(path: str | os.PathLike, device: Any = "cpu") -> tuple[FloodFillN
 _MODEL_FOV_KEYS = ("input_fov_shape", "output_fov_shape")
 
 
+def _native(resolution: Sequence[float]) -> bool:
+    """``[volume] resolution`` of all zeros: the volumes' own resolution."""
+    return not any(r > 0 for r in resolution)
+
+
 def model_config_differences(model_cfg: Config, user_cfg: Config) -> list[str]:
-    """``[network]`` keys and ``[model]`` FOV keys in which two configs differ, as ``section.key``."""
+    """Keys bound to a model in which two configs differ, as ``section.key``.
+
+    Those are the ``[network]`` keys, the ``[model]`` FOVs and the working
+    resolution ``[volume] resolution`` (compared only when the user's is set).
+    """
     diff = [f"network.{f.name}" for f in dataclasses.fields(NetworkConfig)
             if getattr(model_cfg.network, f.name) != getattr(user_cfg.network, f.name)]
     diff += [f"model.{k}" for k in _MODEL_FOV_KEYS if getattr(model_cfg.model, k) != getattr(user_cfg.model, k)]
+    if not _native(user_cfg.volume.resolution) and \
+            tuple(model_cfg.volume.resolution) != tuple(user_cfg.volume.resolution):
+        diff.append("volume.resolution")
     return diff
 
 
@@ -629,7 +641,9 @@ def check_model_config(model_cfg: Config, user_cfg: Config, explicitly_set: bool
     Returns
     -------
     Config
-        ``user_cfg`` with the model file's ``[network]`` and FOVs.
+        ``user_cfg`` with the model file's ``[network]``, FOVs and working
+        resolution (a model trained on volumes downsampled to 20 nm fills at
+        20 nm).
 
     Raises
     ------
@@ -649,7 +663,8 @@ def check_model_config(model_cfg: Config, user_cfg: Config, explicitly_set: bool
             raise ModelError(f"{model_file}: the config's network differs from the model's: {'; '.join(parts)}; "
                              "drop those keys from the -c files or train a new model")
     model = dataclasses.replace(user_cfg.model, **{k: getattr(model_cfg.model, k) for k in _MODEL_FOV_KEYS})
-    return dataclasses.replace(user_cfg, model=model, network=model_cfg.network)
+    volume = dataclasses.replace(user_cfg.volume, resolution=model_cfg.volume.resolution)
+    return dataclasses.replace(user_cfg, model=model, network=model_cfg.network, volume=volume)
 
 
 def _show(value: Any) -> str:
@@ -657,7 +672,7 @@ def _show(value: Any) -> str:
 
 
 def config_files_set_network(paths: Sequence[str | os.PathLike]) -> bool:
-    """Whether any of these config files sets a ``[network]`` key or a ``[model]`` FOV.
+    """Whether any of these config files sets a ``[network]`` key, a ``[model]`` FOV or ``[volume] resolution``.
 
     ``"default"`` (``-cd``) entries set nothing of their own.
     """
@@ -668,7 +683,9 @@ def config_files_set_network(paths: Sequence[str | os.PathLike]) -> bool:
             continue
         table = read_toml(resolve_config_path(p))
         model = table.get("model", {})
-        if table.get("network") or (isinstance(model, dict) and any(k in model for k in _MODEL_FOV_KEYS)):
+        volume = table.get("volume", {})
+        if table.get("network") or (isinstance(model, dict) and any(k in model for k in _MODEL_FOV_KEYS)) \
+                or (isinstance(volume, dict) and "resolution" in volume):
             return True
     return False
 
