@@ -748,7 +748,7 @@ def test_batched_equals_one_at_a_time_randomized(trial):
 
 
 def test_lost_seed_stops_a_region_within_the_check_interval():
-    """A region whose seed fell below 0.5 stops after at most SEED_CHECK_INTERVAL more moves."""
+    """A region whose seed fell below t_move stops after at most SEED_CHECK_INTERVAL more moves."""
     from diluvian.config import ModelConfig
     from diluvian.fill import fill_region_with_model
     from diluvian.fill.dense import SEED_CHECK_INTERVAL
@@ -765,3 +765,21 @@ def test_lost_seed_stops_a_region_within_the_check_interval():
                                     move_batch_size=1)
     assert filled.reason == "callback"
     assert filled.region.moves <= SEED_CHECK_INTERVAL + 1
+
+
+def test_a_seed_below_t_move_is_too_weak():
+    """google/ffn's rule: a seed between 0.5 and t_move can no longer give a body, so the fill stops."""
+    from diluvian.config import ModelConfig
+    from diluvian.fill import fill_region_with_model
+
+    cfg = ModelConfig(input_fov_shape=(9, 9, 9), output_fov_shape=(9, 9, 9), t_move=0.9, t_final=0.9)
+
+    def predict(images, masks):
+        out = np.full(images.shape, 0.95, np.float32)
+        out[:, 4, 4, 4] = 0.7  # uncertain at the centre of every FOV
+        return out
+
+    image = np.zeros((40, 40, 40), np.float32)
+    filled = fill_region_with_model(image, predict, __import__("diluvian").Config(model=cfg), (20, 20, 20),
+                                    move_batch_size=1)
+    assert filled.reason == "callback" and filled.region.moves == 1 and filled.body is None

@@ -5,8 +5,8 @@ Semantics (the original diluvian's, spec §1.2 steps 5-6 and §5.7)
 Seeds are taken in order (shuffled unless ``ordered_seeds``). Each seed grows a
 :class:`~diluvian.region.Region` over the whole box (reflect padding at the box
 borders, a block-sparse mask so that memory follows the object). A fill stops
-when no move is left, when the seed's own probability drops below 0.5 (checked
-every 10 moves, with the anti-merge bias on), after ``max_moves`` moves, or when
+when no move is left, when the seed's own probability drops below ``t_move`` (checked
+after every move, with the anti-merge bias on), after ``max_moves`` moves, or when
 a remask loses the seed. The body is the seed-connected component of
 ``mask >= t_final`` (after the optional closing). Bodies are committed in seed
 order: a seed that is already labelled is skipped; a body writes its label only
@@ -54,11 +54,21 @@ from .predict import default_move_batch_size, make_predictor
 
 log = logging.getLogger(__name__)
 
-SEED_CHECK_INTERVAL = 10
+SEED_CHECK_INTERVAL = 1
 """Moves between checks of the seed probability (and of revocation). The original checked every
-100 moves; a seed that has already been lost then still costs up to 100 FOVs, which dominated the
-run time of dense fills with imperfect models. The check reads one voxel, so it is cheap."""
-SEED_MIN_PROBABILITY = 0.5
+100 moves; a region whose seed is already too weak then still costs up to 100 FOVs. The check
+reads one voxel, so it runs after every move."""
+
+
+def seed_too_weak(region: Region) -> bool:
+    """Whether a fill should stop: its seed voxel's probability fell below ``t_move``.
+
+    This is google/ffn's "seed got too weak" rule. The original diluvian stopped below 0.5
+    only, so a region whose seed sat between 0.5 and ``t_final`` kept moving to the end and
+    then produced no body anyway (its seed is outside the thresholded mask); on FIB-25 such
+    regions were most of a dense fill's work. Used with the anti-merge bias.
+    """
+    return region.seed_probability() < region.cfg.t_move
 """With the anti-merge bias, a fill stops when the seed voxel's probability drops below this."""
 DEFAULT_CHECKPOINT_INTERVAL = 50
 """Committed bodies between checkpoints."""
@@ -386,7 +396,7 @@ class DenseFiller:
     # ---------------------------------------------------------------- helpers
 
     def _stop_callback(self, region: Region) -> bool:
-        return self.bias and region.seed_probability() < SEED_MIN_PROBABILITY
+        return self.bias and seed_too_weak(region)
 
     def _labelled(self, voxel: NDArray[np.int64]) -> bool:
         z, y, x = (int(v) for v in voxel)
@@ -841,7 +851,7 @@ def fill_volume_with_model(
     max_moves, remask_interval : int, optional
         Per-region limits (:meth:`Region.fill`).
     bias : bool
-        Anti-merge mask update, and stop a fill when its seed drops below 0.5.
+        Anti-merge mask update, and stop a fill when its seed drops below ``t_move``.
     reject_early_termination : bool
         Drop bodies of fills that did not end by running out of moves.
     resume_state, resume_labels, resume_conflicts

@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from ..config import Config, ModelConfig
 from ..errors import DataError
 from ..region import Region
-from .dense import SEED_CHECK_INTERVAL, SEED_MIN_PROBABILITY
+from .dense import SEED_CHECK_INTERVAL, seed_too_weak
 from .predict import make_predictor
 
 
@@ -25,7 +25,7 @@ class FilledRegion:
         The filled region (mask, moves, target ...).
     reason : str
         Why the fill stopped: ``done``, ``max_moves``, ``seed_lost`` or ``callback``
-        (the seed's probability dropped below 0.5).
+        (the seed's probability dropped below ``t_move``).
     body : (start, mask) or None
         Seed-connected component of ``mask >= t_final`` (after the configured
         closing): voxel offset and bool mask cropped to its bounding box; None
@@ -79,7 +79,7 @@ def fill_region_with_model(
         Seed voxel, ZYX.
     bias : bool
         Anti-merge mask update; the fill also stops when the seed voxel's
-        probability drops below 0.5 (checked every ``SEED_CHECK_INTERVAL`` moves).
+        probability drops below ``t_move`` (checked after every move).
     move_batch_size : int
         FOVs of this object evaluated per forward pass (1: strictly sequential).
     max_moves, remask_interval : int, optional
@@ -113,7 +113,7 @@ def fill_region_with_model(
                         bias_against_merge=bias, rng=rng)
     except ValueError as e:
         raise DataError(str(e)) from None
-    callback = (lambda r: r.seed_probability() < SEED_MIN_PROBABILITY) if bias else None
+    callback = seed_too_weak if bias else None
     reason = region.fill(predictor, move_batch_size=move_batch_size, max_moves=max_moves,
                          remask_interval=remask_interval, stop_callback=callback,
                          callback_interval=SEED_CHECK_INTERVAL)

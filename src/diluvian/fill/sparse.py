@@ -24,7 +24,7 @@ from ..config import Config
 from ..errors import ConfigError, DataError
 from ..region import Region
 from ..util import atomic_path, check_writable_dir
-from .dense import SEED_CHECK_INTERVAL, SEED_MIN_PROBABILITY
+from .dense import SEED_CHECK_INTERVAL, seed_too_weak
 from .engine import fill_regions
 from .predict import default_move_batch_size, make_predictor
 
@@ -295,7 +295,7 @@ def sparse_fill(volumes: dict[str, Any], model: Any, cfg: Config, *, bounds: dic
                     made.append(r)
             lists.append(made)
     regions = list(_interleave(lists))
-    callback = (lambda r: r.seed_probability() < SEED_MIN_PROBABILITY) if bias else None
+    callback = seed_too_weak if bias else None
     kw = dict(max_moves=max_moves, remask_interval=remask_interval, stop_callback=callback,
               callback_interval=SEED_CHECK_INTERVAL)
     if interactive is None:
