@@ -120,6 +120,20 @@ def test_oracle_dense_fill_one_label_per_object():
     assert result.stats.moves > 0 and result.state.next_seed == len(result.state.seeds)
 
 
+def test_dense_fill_logs_its_progress(monkeypatch, caplog):
+    """Without a terminal there is no progress bar: the log says how far the fill is."""
+    import logging
+
+    import diluvian.fill.dense as dense
+
+    monkeypatch.setattr(dense, "PROGRESS_LOG_SECONDS", 0.0)
+    image, _ = voronoi_volume()
+    with caplog.at_level(logging.INFO, logger="diluvian.fill.dense"):
+        result = oracle_fill(image, small_cfg(), move_batch_size=8)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fill: seed")]
+    assert lines and f"of {len(result.state.seeds)}," in lines[-1] and "FOV/s" in lines[-1]
+
+
 @pytest.mark.parametrize("move_batch_size", [1, 5, 16])
 def test_batched_across_objects_equals_sequential(move_batch_size):
     cfg = small_cfg(move_priority="random")

@@ -60,6 +60,10 @@ SEED_CHECK_INTERVAL = 1
 reads one voxel, so it runs after every move."""
 
 
+PROGRESS_LOG_SECONDS = 60.0
+"""Seconds between progress lines in the log (the progress bar shows only on a terminal)."""
+
+
 def seed_too_weak(region: Region) -> bool:
     """Whether a fill should stop: its seed voxel's probability fell below ``t_move``.
 
@@ -668,8 +672,15 @@ class DenseFiller:
                 lane.active.remove(slot)
                 self._finished(slot)
 
+    def _log_progress(self, now: float) -> None:
+        st = self.stats
+        moves = [slot.region.moves for slot in self._active_slots()]
+        log.info("fill: seed %d of %d, %d bodies, %d voxels labelled, %d regions active (most moves %d), %d FOVs "
+                 "(%.1f FOV/s)", self.commit_ptr, len(self.seeds), st.bodies, st.voxels_labelled, len(moves),
+                 max(moves, default=0), st.moves, self._moves_this_run / max(now - self._t0, 1e-9))
+
     def run(self) -> FillStats:
-        """Fill until every seed is resolved or ``max_bodies`` is reached."""
+        """Fill until every seed is resolved or ``max_bodies`` is reached (logs progress every minute)."""
         from tqdm.auto import tqdm
 
         self._t0 = self._t_last = time.perf_counter()
@@ -677,6 +688,7 @@ class DenseFiller:
         self._moves_this_run = 0
         self._bar = tqdm(total=len(self.seeds), initial=self.commit_ptr, unit="seed", disable=not self.progress,
                          desc="fill", dynamic_ncols=True)
+        next_log = self._t0 + PROGRESS_LOG_SECONDS
         try:
             self._commit()
             retried = False
@@ -698,6 +710,10 @@ class DenseFiller:
                         busy = True
                 if self.stopped:
                     break
+                now = time.perf_counter()
+                if now >= next_log:
+                    next_log = now + PROGRESS_LOG_SECONDS
+                    self._log_progress(now)
                 if not busy:
                     if self.commit_ptr < len(self.seeds) and self.deferred and not retried:
                         retried = True
