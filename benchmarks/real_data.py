@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="training config files or packaged names, applied in order")
     parser.add_argument("--train-minutes", type=float, default=30.0, help="training time budget per data set")
     parser.add_argument("--model", type=Path, default=None, help="skip training: use this model for every data set")
+    parser.add_argument("--max-moves", type=int, default=None,
+                        help="passed to fill: cap the moves of one region (bounds runaway merged regions)")
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
@@ -135,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             configs = [a for c in args.config for a in ("-c", c)]
             entry["train_s"] = run(diluvian + ["train", *configs, "-v", str(toml), "-mo", str(out / "model"),
                                                "-rs", str(args.seed), "--max-minutes", str(args.train_minutes)], log)
-        entry["fill_s"] = run(diluvian + ["fill", "-m", str(model), "-v", str(toml), "--partition-volumes",
+        cap = ["--max-moves", str(args.max_moves)] if args.max_moves else []
+        entry["fill_s"] = run(diluvian + ["fill", "-m", str(model), "-v", str(toml), "--partition-volumes", *cap,
                                           "-rs", str(args.seed), str(out / "segmentation_{volume}")], log)
         entry["evaluate_s"] = run(diluvian + ["evaluate", "-v", str(toml), "-v", str(out / f"segmentation_{ds}.toml"),
                                               "--partition-volumes", ds, f"{ds} segmentation",
