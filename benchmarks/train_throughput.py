@@ -164,8 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "device": str(setup.device) + (f" ({torch.cuda.get_device_name(setup.device)})"
                                        if setup.device.type == "cuda" else f" ({torch.get_num_threads()} threads)"),
-        "network": f"{cfg.network.factory}/{cfg.network.convstack_variant}, {cfg.network.num_modules} modules, "
-                   f"{cfg.network.convolution_filters} filters",
+        "network": (f"unet, depth {cfg.network.unet_depth}" if cfg.network.factory == "unet" else
+                    f"convstack/{cfg.network.convstack_variant}, {cfg.network.num_modules} modules")
+                   + f", {cfg.network.convolution_filters} filters",
         "fov": list(cfg.model.input_fov_shape),
         "batch_size": bs,
         "autocast_bf16": setup.autocast,
