@@ -23,7 +23,7 @@ label_dataset = "volumes/labels/neuron_ids"
 TOML
 done
 
-step "2/5 train the small CPU model (config cpu_small) on the training volume for ${DEMO_TRAIN_MINUTES:=4} minutes"
+step "2/5 train the small CPU model (config cpu_small) on the training volume for ${DEMO_TRAIN_MINUTES:=3} minutes"
 $diluvian train -c cpu_small -v "$out/train.toml" -mo "$out/model" -rs 1 --max-minutes "$DEMO_TRAIN_MINUTES"
 
 step "3/5 fill the test volume densely with the trained model"
