@@ -760,10 +760,7 @@ def _volume_mask(volume: Any, start: NDArray, stop: NDArray) -> NDArray | None:
         return None
     if getattr(volume, "mask", True) is None:
         return None
-    try:
-        mask = volume.get_mask(tuple(int(v) for v in start), tuple(int(v) for v in stop))
-    except (AttributeError, NotImplementedError):
-        return None
+    mask = volume.get_mask(tuple(int(v) for v in start), tuple(int(v) for v in stop))
     return None if mask is None else np.asarray(mask)
 
 

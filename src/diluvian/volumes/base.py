@@ -15,6 +15,7 @@ world_offset)``.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -66,7 +67,7 @@ def box_slices(start: Sequence[int], stop: Sequence[int]) -> tuple[slice, slice,
     return tuple(slice(int(a), int(b)) for a, b in zip(start, stop))  # type: ignore[return-value]
 
 
-class LazyArray:
+class LazyArray(ABC):
     """Base of read-only array-likes that compute a box on demand.
 
     Subclasses set ``shape`` and ``dtype`` and implement ``_read(start, stop)``.
@@ -78,8 +79,9 @@ class LazyArray:
     shape: tuple[int, int, int]
     dtype: np.dtype
 
+    @abstractmethod
     def _read(self, start: NDArray[np.int64], stop: NDArray[np.int64]) -> NDArray:
-        raise NotImplementedError
+        """The box ``[start, stop)`` (clipped to ``shape`` by the caller) as an ndarray."""
 
     def __getitem__(self, key: Any) -> NDArray:
         lo, hi, kept = parse_index(key, self.shape)
