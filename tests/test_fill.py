@@ -15,10 +15,12 @@ from diluvian.region import Region
 # --------------------------------------------------------------------------- helpers
 
 
-def small_cfg(fov=9, min_body_size=10, **model_kw) -> Config:
+def small_cfg(fov=9, min_body_size=10, merge_overlap_fraction=0.0, **model_kw) -> Config:
+    """A 9³-FOV config; no merging by overlap, so the one-object-at-a-time references apply."""
     model_kw.setdefault("output_fov_move_fraction", 2)  # move step 4 for a 9³ FOV
     model = ModelConfig(input_fov_shape=(fov,) * 3, output_fov_shape=(fov,) * 3, **model_kw)
-    return Config(model=model, postprocessing=PostprocessingConfig(min_body_size=min_body_size))
+    return Config(model=model, postprocessing=PostprocessingConfig(min_body_size=min_body_size,
+                                                                   merge_overlap_fraction=merge_overlap_fraction))
 
 
 def voronoi_volume(shape=(16, 32, 32), n=6, seed=0):
@@ -213,6 +215,39 @@ def test_first_body_wins_and_conflicts_are_counted():
     # the other order gives the shared slab to B
     result = oracle_fill(image, cfg, predict=predict, seeds=seeds[::-1], ordered_seeds=True, move_batch_size=4)
     assert (result.labels[b | s] == 1).all() and (result.labels[a] == 2).all()
+
+
+@pytest.mark.parametrize("fraction, merged", [(0.0, False), (0.2, True), (0.3, False)])
+def test_merge_overlap_fraction_gives_a_refilled_object_the_earlier_label(fraction, merged):
+    """B's body (B and the shared slab) overlaps body A by 6/23 of its voxels: merged at 0.2, not at 0.3."""
+    cfg = small_cfg(min_body_size=1, merge_overlap_fraction=fraction)
+    image = overlapping_objects()
+    seeds = np.array([[5, 7, 5], [5, 7, 33]])
+    result = oracle_fill(image, cfg, predict=overlap_oracle, seeds=seeds, ordered_seeds=True, move_batch_size=4)
+    a, s, b = (image == 0.2), (image == 0.4), (image == 0.6)
+    assert (result.labels[a | s] == 1).all()
+    assert (result.labels[b] == (1 if merged else 2)).all()
+    assert result.stats.conflicts == s.sum()  # the fill itself is the same either way
+    assert (result.stats.bodies, result.stats.merged) == ((1, 1) if merged else (2, 0))
+
+
+def test_merging_keeps_batched_equal_to_one_at_a_time():
+    cfg = small_cfg(min_body_size=1, merge_overlap_fraction=0.2)
+    image = overlapping_objects()
+    seeds = np.argwhere(image > 0.1)[::37]
+    runs = [oracle_fill(image, cfg, predict=overlap_oracle, seeds=seeds, move_batch_size=b, lanes=lanes,
+                        rng=np.random.default_rng(7)) for b, lanes in [(1, 1), (7, 1), (32, 2)]]
+    assert runs[0].stats.merged > 0
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r.labels, runs[0].labels)
+        assert (r.stats.bodies, r.stats.merged) == (runs[0].stats.bodies, runs[0].stats.merged)
+
+
+def test_merge_overlap_fraction_must_be_a_fraction():
+    from diluvian.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="merge_overlap_fraction"):
+        PostprocessingConfig(merge_overlap_fraction=1.5)
 
 
 def test_min_body_size_drops_small_bodies():

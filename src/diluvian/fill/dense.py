@@ -14,6 +14,12 @@ into unlabelled voxels (first body wins) and counts the overlap in
 ``conflict_count``; bodies smaller than ``postprocessing.min_body_size`` voxels are
 dropped. Labels are consecutive from 1, skipping ``background_label_id``.
 
+One departure from the original: a body that overlaps one earlier body by at least
+``postprocessing.merge_overlap_fraction`` of its voxels is that object filled again
+from another seed (the network, started elsewhere, grew into it), so it takes the
+earlier body's label. The original gave every body a new label, which split each
+large neuron into as many pieces as it had seeds that the earlier fills missed.
+
 Batching across objects
 -----------------------
 A single object's fill is sequential (each move depends on the previous
@@ -110,6 +116,8 @@ class FillStats:
         Fills whose seed ended outside the thresholded mask.
     dropped_small : int
         Bodies under ``min_body_size``.
+    merged : int
+        Bodies that took an earlier body's label (``merge_overlap_fraction``).
     rejected_early : int
         Fills that stopped early, with ``reject_early_termination``.
     moves : int
@@ -133,6 +141,7 @@ class FillStats:
     revoked: int = 0
     no_body: int = 0
     dropped_small: int = 0
+    merged: int = 0
     rejected_early: int = 0
     moves: int = 0
     wasted_moves: int = 0
@@ -148,7 +157,8 @@ class FillStats:
         return (f"{self.bodies} bodies, {self.voxels_labelled} voxels labelled, {self.conflicts} conflict voxels; "
                 f"seeds {self.seeds_done}/{self.seeds} ({self.skipped_labelled} already labelled, "
                 f"{self.revoked} revoked, {self.no_body} without body, {self.dropped_small} too small, "
-                f"{self.rejected_early} stopped early); {self.moves} FOVs ({self.wasted_moves} wasted) in "
+                f"{self.merged} merged into an earlier body, {self.rejected_early} stopped early); "
+                f"{self.moves} FOVs ({self.wasted_moves} wasted) in "
                 f"{self.batches} batches, {self.seconds:.1f} s, {self.fov_per_second:.1f} FOV/s")
 
 
@@ -290,19 +300,34 @@ def _mask_value(region: Region, voxel: NDArray[np.int64]) -> float:
 
 
 def _write_body(labels: Any, conflicts: Any, start: NDArray[np.int64], body: NDArray[np.bool_], label: int,
-                background: int) -> tuple[int, int]:
-    """Write ``label`` into the unlabelled voxels of ``body``; count the overlap. Returns (written, overlap)."""
+                background: int, merge_fraction: float = 0.0) -> tuple[int, int, int, dict[int, int]]:
+    """Write a body into the unlabelled voxels of its box and count the overlap.
+
+    The body gets ``label``, or, when ``merge_fraction`` > 0 and it overlaps one earlier
+    body by at least that fraction of its own voxels, that body's label.
+
+    Returns
+    -------
+    (label written, voxels written, voxels overlapped, {earlier label: voxels overlapped})
+    """
     sl = tuple(slice(int(a), int(a) + n) for a, n in zip(start, body.shape))
     current = np.array(labels[sl])
     free = current == background
     overlap = body & ~free
     n_overlap = int(np.count_nonzero(overlap))
+    overlaps: dict[int, int] = {}
     if n_overlap:
         conflicts[sl] = np.asarray(conflicts[sl]) + overlap.astype(np.uint32)
+        ids, counts = np.unique(current[overlap], return_counts=True)
+        overlaps = {int(i): int(c) for i, c in zip(ids, counts)}
+        if merge_fraction > 0:
+            best = int(np.argmax(counts))
+            if counts[best] >= merge_fraction * np.count_nonzero(body):
+                label = int(ids[best])
     new = body & free
     current[new] = label
     labels[sl] = current
-    return int(np.count_nonzero(new)), n_overlap
+    return label, int(np.count_nonzero(new)), n_overlap, overlaps
 
 
 # --------------------------------------------------------------------------- the engine
@@ -363,6 +388,7 @@ class DenseFiller:
         self.min_body_size = int(opts["min_body_size"])
         self.closing_shape = tuple(opts["closing_shape"])
         self.t_final = float(opts["t_final"])
+        self.merge_fraction = float(opts.get("merge_overlap_fraction", 0.0))
         moves_per_step = int(opts.get("moves_per_step", 1))
         self.stepper = RegionStepper(
             moves_per_step=moves_per_step, max_moves=opts["max_moves"], remask_interval=opts["remask_interval"],
@@ -530,11 +556,16 @@ class DenseFiller:
             if int(np.count_nonzero(mask)) < max(1, self.min_body_size):
                 stats.dropped_small += 1
                 continue
-            label = self.next_label
-            nxt = label + 1
-            self.next_label = nxt + 1 if nxt == self.background else nxt
-            written, overlap = _write_body(self.labels, self.conflicts, start, mask, label, self.background)
-            stats.bodies += 1
+            label, written, overlap, overlaps = _write_body(self.labels, self.conflicts, start, mask,
+                                                            self.next_label, self.background, self.merge_fraction)
+            log.debug("seed %d at %s: body of %d voxels (%s), label %d, %d written, overlaps %s", idx,
+                      self.seeds[idx].tolist(), int(np.count_nonzero(mask)), reason, label, written, overlaps)
+            if label == self.next_label:
+                nxt = label + 1
+                self.next_label = nxt + 1 if nxt == self.background else nxt
+                stats.bodies += 1
+            else:
+                stats.merged += 1
             stats.voxels_labelled += written
             stats.conflicts += overlap
             self.bodies_since_checkpoint += 1
@@ -782,6 +813,7 @@ def fill_options(cfg: Config, *, seed_generator: str = "sobel", ordered_seeds: b
         "min_body_size": int(cfg.postprocessing.min_body_size),
         "closing_shape": [int(c) for c in cfg.postprocessing.closing_shape],
         "t_final": float(cfg.model.t_final),
+        "merge_overlap_fraction": float(cfg.postprocessing.merge_overlap_fraction),
     }
 
 
