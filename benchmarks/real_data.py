@@ -35,8 +35,19 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 DATASETS = {
-    "fib25": "fib25_train.h5",
-    "medulla": "medulla_small.h5",
+    # file, the axis split into training (first) and validation (second) halves, and
+    # config lines added for that data set
+    "fib25": ("fib25_train.h5", 0, ""),
+    # 50 x 100 x 200 voxels: halves along X (Z halves of 25 slices are thinner than a
+    # validation subvolume), filled at the data's own 10 nm (12 slices at 20 nm are too few)
+    "medulla": ("medulla_small.h5", 2, """[volume]
+resolution = [10, 10, 10]
+
+[training]
+partitions = { ".*" = [1, 1, 2] }
+training_partition = { ".*" = [0, 0, 0] }
+validation_partition = { ".*" = [0, 0, 1] }
+"""),
 }
 
 
@@ -69,17 +80,17 @@ def write_dataset_toml(path: Path, name: str, h5: Path) -> None:
     )
 
 
-def baseline_scores(h5: Path, resolution: float) -> dict:
-    """Tune baselines on the training half (Z partition 0), score them on the validation half."""
+def baseline_scores(h5: Path, resolution: float, axis: int = 0) -> dict:
+    """Tune baselines on the training half (first half along ``axis``), score them on the validation half."""
     from diluvian.baselines import tune_baseline
     from diluvian.evaluate import evaluate_volumes
 
     with h5py.File(h5, "r") as f:
         raw = f["volumes/raw"][:]
         gt = f["volumes/labels/neuron_ids"][:]
-    half = raw.shape[0] // 2
-    train_raw, train_gt = raw[:half], gt[:half]
-    val_raw, val_gt = raw[half:2 * half], gt[half:2 * half]
+    half = raw.shape[axis] // 2
+    train_raw, val_raw = (np.take(raw, np.arange(a, b), axis=axis) for a, b in ((0, half), (half, 2 * half)))
+    train_gt, val_gt = (np.take(gt, np.arange(a, b), axis=axis) for a, b in ((0, half), (half, 2 * half)))
     res = (resolution,) * 3
 
     def cremi(gt_part, seg):
@@ -94,6 +105,53 @@ def baseline_scores(h5: Path, resolution: float) -> dict:
         results[name] = {"params": tuned.params, "train_cremi": tuned.score, "time_s": time.perf_counter() - start,
                          **_score_dict(scores)}
     return results
+
+
+def bare_ceilings(model_file: Path, fill_batch: int, seconds: float = 20.0) -> dict:
+    """FOV/s of the trained network alone: forward at the fill's batch, forward/backward/step at the training batch."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fill_throughput import bare_forward_rate
+
+    from diluvian.network import load_model
+    from diluvian.training import _sample_losses, make_optimizer
+
+    net, cfg, _ = load_model(model_file, "cpu")
+    forward = bare_forward_rate(net, cfg.model, fill_batch, torch.device("cpu"), seconds)
+    net.train()
+    bs = cfg.training.batch_size
+    optimizer = make_optimizer(cfg, net.parameters())
+    img = torch.rand((bs, 1, *cfg.model.input_fov_shape))
+    mask = torch.full_like(img, cfg.model.v_false)
+    target = (torch.rand((bs, 1, *cfg.model.output_fov_shape)) > 0.5).float() * 0.9 + 0.05
+    n, t0 = -2, 0.0  # two untimed warm-up steps
+    while n < 3 or time.perf_counter() - t0 < seconds:
+        loss = _sample_losses(net(img, mask), target).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        n += 1
+        if n == 0:
+            t0 = time.perf_counter()
+    return {"bare_forward_fov_s": forward, "fill_batch": fill_batch,
+            "bare_train_step_fov_s": n * bs / (time.perf_counter() - t0), "train_batch": bs}
+
+
+def logged_speeds(log_file: Path) -> dict:
+    """Training FOV/s (median over epochs) and the fill's summary, parsed from the command log."""
+    import re
+
+    text = log_file.read_text()
+    epochs = [float(m) for m in re.findall(r"epoch \d+: loss .*?; ([\d.]+) FOV/s", text)]
+    out: dict = {"train_fov_s_median": float(np.median(epochs)) if epochs else None}
+    fill = re.findall(r": (\d+) bodies, .*?(\d+) FOVs \((\d+) wasted\) in \d+ batches, ([\d.]+) s, ([\d.]+) FOV/s",
+                      text)
+    if fill:
+        bodies, fovs, wasted, secs, rate = fill[-1]
+        out.update(fill_bodies=int(bodies), fill_fovs=int(fovs), fill_wasted_fovs=int(wasted),
+                   fill_seconds=float(secs), fill_fov_s=float(rate))
+    return out
 
 
 def _score_dict(scores) -> dict:
@@ -113,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-moves", type=int, default=None,
                         help="passed to fill: cap the moves of one region (bounds runaway merged regions)")
     parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--fill-batch", type=int, default=32, help="fill --move-batch-size (default 32, CPU)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
 
@@ -121,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                                 f"{os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
                      "config": args.config, "datasets": {}}
     for ds in args.datasets:
-        h5 = data_dir() / DATASETS[ds]
+        file_name, axis, extra = DATASETS[ds]
+        h5 = data_dir() / file_name
         if not h5.exists():
             print(f"skipping {ds}: {h5} not found")
             continue
@@ -130,22 +190,32 @@ def main(argv: list[str] | None = None) -> int:
         log = out / "log.txt"
         toml = out / f"{ds}.toml"
         write_dataset_toml(toml, ds, h5)
+        own = []  # the data set's partitions (and resolution), for train, fill and evaluate alike
+        if extra:
+            (out / f"{ds}_config.toml").write_text(extra)
+            own = ["-c", str(out / f"{ds}_config.toml")]
         entry: dict = {}
         model = args.model
         if model is None:
             model = out / "model.pt"
             configs = [a for c in args.config for a in ("-c", c)]
-            entry["train_s"] = run(diluvian + ["train", *configs, "-v", str(toml), "-mo", str(out / "model"),
+            entry["train_s"] = run(diluvian + ["train", *configs, *own, "-v", str(toml), "-mo", str(out / "model"),
                                                "-rs", str(args.seed), "--max-minutes", str(args.train_minutes)], log)
         cap = ["--max-moves", str(args.max_moves)] if args.max_moves else []
-        entry["fill_s"] = run(diluvian + ["fill", "-m", str(model), "-v", str(toml), "--partition-volumes", *cap,
-                                          "-rs", str(args.seed), str(out / "segmentation_{volume}")], log)
-        entry["evaluate_s"] = run(diluvian + ["evaluate", "-v", str(toml), "-v", str(out / f"segmentation_{ds}.toml"),
-                                              "--partition-volumes", ds, f"{ds} segmentation",
-                                              "--json", str(out / "scores.json")], log)
+        entry["fill_s"] = run(diluvian + ["fill", "-m", str(model), *own, "-v", str(toml), "--partition-volumes",
+                                          *cap, "--move-batch-size", str(args.fill_batch), "-rs", str(args.seed), str(out / "segmentation_{volume}")], log)
+        entry["evaluate_s"] = run(diluvian + ["evaluate", *own, "-v", str(toml), "-v",
+                                              str(out / f"segmentation_{ds}.toml"), "--partition-volumes", ds,
+                                              f"{ds} segmentation", "--json", str(out / "scores.json")], log)
         entry["diluvian"] = _score_dict(_Scores(json.loads((out / "scores.json").read_text())))
+        entry["speed"] = logged_speeds(log)
+        with h5py.File(out / f"segmentation_{ds}.hdf5", "r") as f:
+            n_voxels = int(np.prod(f["volumes/labels/neuron_ids"].shape))
+        if entry["speed"].get("fill_seconds"):
+            entry["speed"]["fill_voxels_s"] = n_voxels / entry["speed"]["fill_seconds"]
+        entry["speed"].update(bare_ceilings(model, args.fill_batch))
         if not args.skip_baselines:
-            entry["baselines"] = baseline_scores(h5, 10.0)
+            entry["baselines"] = baseline_scores(h5, 10.0, axis)
         results["datasets"][ds] = entry
         (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
 
@@ -178,6 +248,18 @@ def print_table(results: dict) -> None:
     for ds, entry in results["datasets"].items():
         times = ", ".join(f"{k} {v:.0f} s" for k, v in entry.items() if k.endswith("_s"))
         print(f"{ds}: {times}")
+    print("\n| data | training FOV/s (bare fwd+bwd+step) | fill FOV/s (bare forward) | fill voxels/s | "
+          "fill FOVs (revoked regions) | evaluate |")
+    print("|---|---|---|---|---|---|")
+    for ds, entry in results["datasets"].items():
+        sp = entry.get("speed", {})
+        if not sp:
+            continue
+        train = (f"{sp['train_fov_s_median']:.1f} ({sp['bare_train_step_fov_s']:.1f}, batch {sp['train_batch']})"
+                 if sp.get("train_fov_s_median") else "-")
+        print(f"| {ds} | {train} | {sp.get('fill_fov_s', float('nan')):.1f} ({sp['bare_forward_fov_s']:.1f}, batch "
+              f"{sp['fill_batch']}) | {sp.get('fill_voxels_s', float('nan')):.0f} | {sp.get('fill_fovs', '')} "
+              f"({sp.get('fill_wasted_fovs', '')}) | {entry.get('evaluate_s', float('nan')):.1f} s |")
 
 
 if __name__ == "__main__":

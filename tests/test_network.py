@@ -273,6 +273,30 @@ def test_config_files_set_network(tmp_path):
     assert config_files_set_network([c]) and config_files_set_network(["cpu_real"])
 
 
+def test_only_the_keys_a_config_file_sets_are_compared_with_the_model(tmp_path):
+    """Regression: a -c file setting only [volume] resolution (and partitions) made every default
+    network key count as set, so filling a U-Net model failed with a list of default-vs-model keys."""
+    import dataclasses
+
+    from diluvian.network import network_keys_set
+
+    c = tmp_path / "c.toml"
+    c.write_text("[volume]\nresolution = [10, 10, 10]\n[training]\npartitions = { '.*' = [1, 1, 2] }\n")
+    assert network_keys_set([c]) == {"volume.resolution"}
+    assert network_keys_set([c, "default"]) == set()
+    assert "network.unet_depth" in network_keys_set(["cpu_small"])
+    model = small_config()
+    model = dataclasses.replace(model, volume=dataclasses.replace(model.volume, resolution=(10.0, 10.0, 10.0)))
+    user = dataclasses.replace(Config(), volume=dataclasses.replace(Config().volume, resolution=(10.0, 10.0, 10.0)))
+    assert check_model_config(model, user, network_keys_set([c])).network == model.network
+    d = tmp_path / "d.toml"
+    d.write_text("[network]\nconvolution_filters = 64\n")
+    other = dataclasses.replace(model, network=dataclasses.replace(model.network, convolution_filters=64))
+    with pytest.raises(ModelError) as e:
+        check_model_config(model, other, network_keys_set([c, d]), model_file="m.pt")
+    assert "network.convolution_filters = 64" in str(e.value) and "convstack_variant" not in str(e.value)
+
+
 def test_model_working_resolution_goes_with_the_model():
     """A model trained on volumes downsampled to 20 nm fills at 20 nm, not at the data's own resolution."""
     import dataclasses

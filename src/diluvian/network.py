@@ -89,6 +89,7 @@ __all__ = [
     "check_model_config",
     "model_config_differences",
     "config_files_set_network",
+    "network_keys_set",
     "config_for_model_file",
     "select_device",
     "MODEL_FORMAT",
@@ -621,7 +622,7 @@ def model_config_differences(model_cfg: Config, user_cfg: Config) -> list[str]:
     return diff
 
 
-def check_model_config(model_cfg: Config, user_cfg: Config, explicitly_set: bool,
+def check_model_config(model_cfg: Config, user_cfg: Config, explicitly_set: bool | set[str],
                        model_file: str | os.PathLike = "model file") -> Config:
     """Reconcile a model file's config with the user's.
 
@@ -631,10 +632,11 @@ def check_model_config(model_cfg: Config, user_cfg: Config, explicitly_set: bool
         The config stored in the model file.
     user_cfg : Config
         The config from the command line (``-c`` files on the defaults).
-    explicitly_set : bool
+    explicitly_set : bool or set of str
         Whether the user's ``[network]`` / ``[model]`` FOV came from ``-c`` files
-        (then they must agree with the model). When False the model's sections
-        are simply used.
+        (then they must agree with the model), or the ``section.key`` names the
+        ``-c`` files set (see :func:`network_keys_set`; only those are compared).
+        When False or empty the model's sections are simply used.
     model_file : path-like
         For the message.
 
@@ -653,6 +655,8 @@ def check_model_config(model_cfg: Config, user_cfg: Config, explicitly_set: bool
     """
     if explicitly_set:
         diff = model_config_differences(model_cfg, user_cfg)
+        if isinstance(explicitly_set, (set, frozenset)):
+            diff = [d for d in diff if d in explicitly_set]
         if diff:
             parts = []
             for d in diff:
@@ -671,23 +675,29 @@ def _show(value: Any) -> str:
     return str(list(value)) if isinstance(value, tuple) else repr(value)
 
 
-def config_files_set_network(paths: Sequence[str | os.PathLike]) -> bool:
-    """Whether any of these config files sets a ``[network]`` key, a ``[model]`` FOV or ``[volume] resolution``.
+def network_keys_set(paths: Sequence[str | os.PathLike]) -> set[str]:
+    """The model-bound keys (``network.*``, the ``[model]`` FOVs, ``volume.resolution``) these config files set.
 
-    ``"default"`` (``-cd``) entries set nothing of their own.
+    ``"default"`` (``-cd``) resets: keys set before it no longer count.
     """
     from .config import DEFAULT_CONFIG_NAME, read_toml, resolve_config_path
 
+    keys: set[str] = set()
     for p in paths:
         if str(p) == DEFAULT_CONFIG_NAME:
+            keys.clear()
             continue
         table = read_toml(resolve_config_path(p))
-        model = table.get("model", {})
-        volume = table.get("volume", {})
-        if table.get("network") or (isinstance(model, dict) and any(k in model for k in _MODEL_FOV_KEYS)) \
-                or (isinstance(volume, dict) and "resolution" in volume):
-            return True
-    return False
+        for section, names in (("network", None), ("model", _MODEL_FOV_KEYS), ("volume", ("resolution",))):
+            entries = table.get(section, {})
+            if isinstance(entries, dict):
+                keys.update(f"{section}.{k}" for k in entries if names is None or k in names)
+    return keys
+
+
+def config_files_set_network(paths: Sequence[str | os.PathLike]) -> bool:
+    """Whether any of these config files sets a ``[network]`` key, a ``[model]`` FOV or ``[volume] resolution``."""
+    return bool(network_keys_set(paths))
 
 
 def config_for_model_file(user_cfg: Config, model_file: str | os.PathLike,
@@ -704,4 +714,4 @@ def config_for_model_file(user_cfg: Config, model_file: str | os.PathLike,
         Not a diluvian model file, or the ``-c`` network differs from the model's.
     """
     model_cfg = read_model_config(model_file)
-    return check_model_config(model_cfg, user_cfg, config_files_set_network(config_files), model_file)
+    return check_model_config(model_cfg, user_cfg, network_keys_set(config_files), model_file)

@@ -69,9 +69,9 @@ def merge_model_config(cli_cfg: Config, model_cfg: Config, config_files: Sequenc
     ModelError
         The ``-c`` files set a network or FOV other than the model's.
     """
-    from ..network import check_model_config, config_files_set_network
+    from ..network import check_model_config, network_keys_set
 
-    cfg = check_model_config(model_cfg, cli_cfg, config_files_set_network(config_files), model_file)
+    cfg = check_model_config(model_cfg, cli_cfg, network_keys_set(config_files), model_file)
     explicit = explicit_model_keys(config_files) - {"input_fov_shape", "output_fov_shape"}
     overrides = {k: getattr(cli_cfg.model, k) for k in sorted(explicit)}
     changed = {k: v for k, v in overrides.items() if v != getattr(model_cfg.model, k)}
