@@ -83,3 +83,48 @@ def tiny_dataset_toml(tmp_path_factory):
     toml.write_text(f'[[dataset]]\nname = "tiny"\nhdf5_file = "{h5}"\nimage_dataset = "volumes/raw"\n'
                     'label_dataset = "volumes/labels/neuron_ids"\nresolution = [10, 10, 10]\n')
     return toml
+
+
+# --------------------------------------------------------------------------- tiny training config
+
+TINY_TRAIN_TOML = """
+random_seed = 3
+[model]
+input_fov_shape = [9, 9, 9]
+output_fov_shape = [9, 9, 9]
+output_fov_move_fraction = 4
+t_move = 0.6
+[network]
+factory = "convstack"
+convstack_variant = "ffn"
+num_modules = 2
+convolution_filters = 4
+[optimizer]
+lr = 0.003
+[training]
+gpu_batch_size = 4
+training_size = {training_size}
+validation_size = {validation_size}
+total_epochs = {total_epochs}
+device = "cpu"
+partitions = {{ ".*" = [1, 1, 2] }}
+training_partition = {{ ".*" = [0, 0, 0] }}
+validation_partition = {{ ".*" = [0, 0, 1] }}
+"""
+
+
+@pytest.fixture
+def write_tiny_train_config(tmp_path):
+    """``write(training_size=12, validation_size=3, total_epochs=2) -> Path`` of a tiny training config.
+
+    A 2-module FFN conv stack with 9³ FOVs on the CPU (seconds per epoch), training on the X half 0
+    and validating on X half 1 of each volume.
+    """
+
+    def write(training_size: int = 12, validation_size: int = 3, total_epochs: int = 2) -> Path:
+        path = tmp_path / "tiny_train.toml"
+        path.write_text(TINY_TRAIN_TOML.format(training_size=training_size, validation_size=validation_size,
+                                               total_epochs=total_epochs))
+        return path
+
+    return write

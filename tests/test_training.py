@@ -23,37 +23,10 @@ from diluvian.training import (
     validation_subvolumes,
 )
 
-TINY_TOML = """
-random_seed = 3
-[model]
-input_fov_shape = [9, 9, 9]
-output_fov_shape = [9, 9, 9]
-output_fov_move_fraction = 4
-t_move = 0.6
-[network]
-factory = "convstack"
-convstack_variant = "ffn"
-num_modules = 2
-convolution_filters = 4
-[optimizer]
-lr = 0.003
-[training]
-gpu_batch_size = 4
-training_size = 12
-validation_size = 3
-total_epochs = 2
-device = "cpu"
-partitions = { ".*" = [1, 1, 2] }
-training_partition = { ".*" = [0, 0, 0] }
-validation_partition = { ".*" = [0, 0, 1] }
-"""
-
 
 @pytest.fixture
-def tiny_cfg_path(tmp_path):
-    p = tmp_path / "tiny_train.toml"
-    p.write_text(TINY_TOML)
-    return p
+def tiny_cfg_path(write_tiny_train_config):
+    return write_tiny_train_config()
 
 
 @pytest.fixture

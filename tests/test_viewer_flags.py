@@ -23,30 +23,6 @@ from diluvian.config import load_config  # noqa: E402
 from diluvian.errors import DataError, DatasetNotFoundError  # noqa: E402
 from diluvian.view import show_fill_results, show_trained_sample, stop_server  # noqa: E402
 
-# A tiny network and training run (seconds on a CPU): 9^3 FOVs, 2-module FFN conv stack, one epoch.
-TINY_TRAIN_TOML = """
-random_seed = 3
-[model]
-input_fov_shape = [9, 9, 9]
-output_fov_shape = [9, 9, 9]
-output_fov_move_fraction = 4
-t_move = 0.6
-[network]
-factory = "convstack"
-convstack_variant = "ffn"
-num_modules = 2
-convolution_filters = 4
-[training]
-gpu_batch_size = 4
-training_size = 4
-validation_size = 2
-total_epochs = 1
-device = "cpu"
-partitions = { ".*" = [1, 1, 2] }
-training_partition = { ".*" = [0, 0, 0] }
-validation_partition = { ".*" = [0, 0, 1] }
-"""
-
 
 @pytest.fixture(autouse=True)
 def _stop_neuroglancer_server():
@@ -259,10 +235,8 @@ def test_show_fill_results_conflicts_optional(tiny_volume):
 
 
 @pytest.fixture
-def train_cfg_path(tmp_path):
-    p = tmp_path / "tiny_train.toml"
-    p.write_text(TINY_TRAIN_TOML)
-    return p
+def train_cfg_path(write_tiny_train_config):
+    return write_tiny_train_config(training_size=4, validation_size=2, total_epochs=1)
 
 
 def test_show_trained_sample_fills_the_first_validation_subvolume(train_cfg_path, tiny_volume, tmp_path):
