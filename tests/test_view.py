@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import diluvian.view as view
 from diluvian.errors import ConfigError, DataError, DatasetNotFoundError
 from diluvian.view import (
     Layer,
@@ -332,6 +333,32 @@ def test_snapshot_volumes_names_and_segmentation(tmp_path):
     paths = snapshot_volumes(vols, tmp_path / "p.png", "a$", partition_volumes=True,
                              segmentation="a segmentation")
     assert _png(paths[0]).std() > 10
+
+
+def test_a_coarser_segmentation_is_upsampled_onto_the_volume(tmp_path):
+    """A fill at 2x the volume's resolution (cpu_real: 20 nm of 10 nm data) of the whole volume or
+    of its validation partition is shown on the volume's voxels (regression: it was refused)."""
+    image, labels, _ = toy_arrays(shape=(8, 24, 32))
+    res = (10.0, 10.0, 10.0)
+    coarse = labels[::2, ::2, ::2]
+    vols = {"a": make_volume("a", image, resolution=res),
+            "a segmentation": make_volume("a segmentation", labels=coarse, resolution=(20.0, 20.0, 20.0))}
+    got, offset = view._aligned_labels(vols["a segmentation"], "a segmentation", vols["a"], vols["a"], "a")
+    np.testing.assert_array_equal(np.asarray(got), labels)  # the quadrant edges fall on even voxels
+    viewer = view_volumes(vols, segmentation="a segmentation", wait=False)
+    assert tuple(local_volume(viewer, "a segmentation labels").shape) == (32, 24, 8)  # XYZ
+    # a 20 nm fill of the validation partition only (the default partitions: Z half 1, sections 4..7)
+    vols["a segmentation"] = make_volume("a segmentation", labels=labels[4::2, ::2, ::2], resolution=(20.0,) * 3)
+    part = view.validation_parts({"a": vols["a"]}, None)["a"]
+    got, offset = view._aligned_labels(vols["a segmentation"], "a segmentation", vols["a"], part, "a")
+    assert offset == (4, 0, 0)
+    np.testing.assert_array_equal(np.asarray(got), labels[4:])
+    paths = snapshot_volumes(vols, tmp_path / "p.png", "a$", partition_volumes=True, segmentation="a segmentation")
+    assert _png(paths[0]).std() > 10
+    # a resolution that is not an integer multiple: one line naming both
+    vols["a segmentation"] = make_volume("a segmentation", labels=coarse, resolution=(15.0, 15.0, 15.0))
+    with pytest.raises(DataError, match=r"has shape \[4, 12, 16\] at \[15.0, 15.0, 15.0\] nm"):
+        view_volumes(vols, segmentation="a segmentation", wait=False)
 
 
 # --------------------------------------------------------------------------- real browser

@@ -56,7 +56,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .errors import ConfigError, DataError, DatasetNotFoundError, DiluvianError
-from .volumes.base import LazyArray, as_resolution
+from .volumes.base import UpsampledLabels, as_resolution
 
 __all__ = [
     "PRED_ZERO_MODES",
@@ -1035,41 +1035,6 @@ class _VolumeLabels:
 
         lo, hi, _ = parse_index(key, self.shape)
         return np.asarray(self.volume.get_labels(np.asarray(lo), np.asarray(hi)))
-
-
-class UpsampledLabels(LazyArray):
-    """Nearest-neighbour upsampling of a label array by integer factors, read box by box.
-
-    Parameters
-    ----------
-    labels : array-like (Z, Y, X)
-        Labels at the coarser resolution.
-    factors : 3 ints
-        Upsampling factor per axis.
-    shape : 3 ints
-        Shape of the result; voxels beyond ``labels.shape * factors`` are 0.
-    """
-
-    def __init__(self, labels: Any, factors: Sequence[int], shape: Sequence[int]) -> None:
-        self.labels = labels
-        self.factors = np.asarray(factors, dtype=np.int64)
-        self.shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
-        self.dtype = np.dtype(labels.dtype)
-
-    def _read(self, start: NDArray[np.int64], stop: NDArray[np.int64]) -> NDArray:
-        f = self.factors
-        out = np.zeros(tuple(int(n) for n in stop - start), dtype=self.dtype)
-        lo = start // f
-        hi = np.minimum(-(-stop // f), np.asarray(self.labels.shape))
-        if (hi <= lo).any():
-            return out
-        coarse = np.asarray(self.labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
-        fine = coarse.repeat(f[0], axis=0).repeat(f[1], axis=1).repeat(f[2], axis=2)
-        a = start - lo * f
-        b = np.minimum(stop, hi * f) - lo * f
-        part = fine[a[0]:b[0], a[1]:b[1], a[2]:b[2]]
-        out[:part.shape[0], :part.shape[1], :part.shape[2]] = part
-        return out
 
 
 def _upsample_to_ground_truth(pred: Any, pred_res: NDArray, gt_res: NDArray, shapes: Sequence[tuple],

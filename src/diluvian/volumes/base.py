@@ -105,6 +105,55 @@ class LazyArray(ABC):
         return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype})"
 
 
+class UpsampledLabels(LazyArray):
+    """Nearest-neighbour upsampling of a label array by integer factors, read box by box.
+
+    Parameters
+    ----------
+    labels : array-like (Z, Y, X)
+        Labels at the coarser resolution.
+    factors : 3 ints
+        Upsampling factor per axis.
+    shape : 3 ints
+        Shape of the result; voxels beyond ``labels.shape * factors`` are 0.
+    """
+
+    def __init__(self, labels: Any, factors: Sequence[int], shape: Sequence[int]) -> None:
+        self.labels = labels
+        self.factors = np.asarray(factors, dtype=np.int64)
+        self.shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
+        self.dtype = np.dtype(labels.dtype)
+
+    def _read(self, start: NDArray[np.int64], stop: NDArray[np.int64]) -> NDArray:
+        f = self.factors
+        out = np.zeros(tuple(int(n) for n in stop - start), dtype=self.dtype)
+        lo = start // f
+        hi = np.minimum(-(-stop // f), np.asarray(self.labels.shape))
+        if (hi <= lo).any():
+            return out
+        coarse = np.asarray(self.labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+        fine = coarse.repeat(f[0], axis=0).repeat(f[1], axis=1).repeat(f[2], axis=2)
+        a = start - lo * f
+        b = np.minimum(stop, hi * f) - lo * f
+        part = fine[a[0]:b[0], a[1]:b[1], a[2]:b[2]]
+        out[:part.shape[0], :part.shape[1], :part.shape[2]] = part
+        return out
+
+
+class ArrayWindow(LazyArray):
+    """A box ``[start, start + shape)`` of a ZYX array-like, read on demand."""
+
+    def __init__(self, array: Any, start: Sequence[int], shape: Sequence[int]) -> None:
+        self.array = array
+        self.start = np.asarray(start, dtype=np.int64)
+        self.shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
+        self.dtype = np.dtype(array.dtype)
+
+    def _read(self, start: NDArray[np.int64], stop: NDArray[np.int64]) -> NDArray:
+        a, b = self.start + start, self.start + stop
+        return np.asarray(self.array[a[0]:b[0], a[1]:b[1], a[2]:b[2]])
+
+
 def _check_mode(mode: str) -> None:
     if mode not in LABEL_DOWNSAMPLING_MODES:
         raise ConfigError(f"label_downsampling: expected one of {', '.join(map(repr, LABEL_DOWNSAMPLING_MODES))}, "
