@@ -208,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
                                               str(out / f"segmentation_{ds}.toml"), "--partition-volumes", ds,
                                               f"{ds} segmentation", "--json", str(out / "scores.json")], log)
         entry["diluvian"] = _score_dict(_Scores(json.loads((out / "scores.json").read_text())))
+        entry["snapshot_s"] = run(diluvian + ["view", *own, "-v", str(toml), "-v",
+                                              str(out / f"segmentation_{ds}.toml"), "--partition-volumes", ds,
+                                              "--segmentation", f"{ds} segmentation",
+                                              "--snapshot", str(out / "validation.png")], log)
         entry["speed"] = logged_speeds(log)
         with h5py.File(out / f"segmentation_{ds}.hdf5", "r") as f:
             n_voxels = int(np.prod(f["volumes/labels/neuron_ids"].shape))
