@@ -553,13 +553,15 @@ class DenseFiller:
                 stats.no_body += 1
                 continue
             start, mask = body
-            if int(np.count_nonzero(mask)) < max(1, self.min_body_size):
+            size = int(np.count_nonzero(mask))
+            if size < max(1, self.min_body_size):
                 stats.dropped_small += 1
                 continue
             label, written, overlap, overlaps = _write_body(self.labels, self.conflicts, start, mask,
                                                             self.next_label, self.background, self.merge_fraction)
-            log.debug("seed %d at %s: body of %d voxels (%s), label %d, %d written, overlaps %s", idx,
-                      self.seeds[idx].tolist(), int(np.count_nonzero(mask)), reason, label, written, overlaps)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("seed %d at %s: body of %d voxels (%s), label %d, %d written, overlaps %s", idx,
+                          self.seeds[idx].tolist(), size, reason, label, written, overlaps)
             if label == self.next_label:
                 nxt = label + 1
                 self.next_label = nxt + 1 if nxt == self.background else nxt
