@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                                                "-rs", str(args.seed), "--max-minutes", str(args.train_minutes)], log)
         cap = ["--max-moves", str(args.max_moves)] if args.max_moves else []
         entry["fill_s"] = run(diluvian + ["fill", "-m", str(model), *own, "-v", str(toml), "--partition-volumes",
-                                          *cap, "--move-batch-size", str(args.fill_batch), "-rs", str(args.seed), str(out / "segmentation_{volume}")], log)
+                                          *cap, "--move-batch-size", str(args.fill_batch), "-rs", str(args.seed),
+                                          str(out / "segmentation_{volume}")], log)
         entry["evaluate_s"] = run(diluvian + ["evaluate", *own, "-v", str(toml), "-v",
                                               str(out / f"segmentation_{ds}.toml"), "--partition-volumes", ds,
                                               f"{ds} segmentation", "--json", str(out / "scores.json")], log)

@@ -300,11 +300,13 @@ def _mask_value(region: Region, voxel: NDArray[np.int64]) -> float:
 
 
 def _write_body(labels: Any, conflicts: Any, start: NDArray[np.int64], body: NDArray[np.bool_], label: int,
-                background: int, merge_fraction: float = 0.0) -> tuple[int, int, int, dict[int, int]]:
+                background: int, merge_fraction: float = 0.0,
+                size: int | None = None) -> tuple[int, int, int, dict[int, int]]:
     """Write a body into the unlabelled voxels of its box and count the overlap.
 
     The body gets ``label``, or, when ``merge_fraction`` > 0 and it overlaps one earlier
-    body by at least that fraction of its own voxels, that body's label.
+    body by at least that fraction of its own voxels (``size``, counted when None), that
+    body's label.
 
     Returns
     -------
@@ -322,7 +324,7 @@ def _write_body(labels: Any, conflicts: Any, start: NDArray[np.int64], body: NDA
         overlaps = {int(i): int(c) for i, c in zip(ids, counts)}
         if merge_fraction > 0:
             best = int(np.argmax(counts))
-            if counts[best] >= merge_fraction * np.count_nonzero(body):
+            if counts[best] >= merge_fraction * (np.count_nonzero(body) if size is None else size):
                 label = int(ids[best])
     new = body & free
     current[new] = label
@@ -558,7 +560,8 @@ class DenseFiller:
                 stats.dropped_small += 1
                 continue
             label, written, overlap, overlaps = _write_body(self.labels, self.conflicts, start, mask,
-                                                            self.next_label, self.background, self.merge_fraction)
+                                                            self.next_label, self.background, self.merge_fraction,
+                                                            size)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("seed %d at %s: body of %d voxels (%s), label %d, %d written, overlaps %s", idx,
                           self.seeds[idx].tolist(), size, reason, label, written, overlaps)
