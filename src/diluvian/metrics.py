@@ -10,8 +10,11 @@ Two formulas (``[training.validation_metric] metric``):
     (``(1 + β)`` where the textbook has ``(1 + β²)``). Equal to F1 for β = 1; kept to
     compare with numbers from the original.
 
-Both are 0 when there are no true positives (including the degenerate case of
-an empty target and an empty prediction).
+Both are 0 when there are no true positives, including the degenerate case of
+an empty target and an empty prediction (nothing to find and nothing found
+scores 0, not 1: a fill that finds nothing never counts as a success). This is
+the one F-beta of the package; the sparse fill's per-subvolume scores use
+:func:`binary_scores`.
 
 Examples
 --------
@@ -28,7 +31,8 @@ from typing import Callable
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["confusion_counts", "f_beta", "diluvian_f_beta", "binary_f_score", "diluvian_f_score", "get_metric"]
+__all__ = ["confusion_counts", "f_beta", "diluvian_f_beta", "binary_f_score", "binary_scores", "diluvian_f_score",
+           "get_metric"]
 
 
 def confusion_counts(target: ArrayLike, prediction: ArrayLike) -> tuple[int, int, int, int]:
@@ -42,7 +46,7 @@ def confusion_counts(target: ArrayLike, prediction: ArrayLike) -> tuple[int, int
 
 
 def f_beta(tp: float, fp: float, fn: float, beta: float = 0.5) -> float:
-    """Textbook F-beta from confusion counts."""
+    """Textbook F-beta from confusion counts; 0 when ``tp == 0`` (also when all counts are 0)."""
     b2 = beta * beta
     num = (1.0 + b2) * tp
     den = num + b2 * fn + fp
@@ -78,6 +82,24 @@ def binary_f_score(target: ArrayLike, prediction: ArrayLike, beta: float = 0.5) 
     unthresholded metric) give soft counts ``TP = Σ t·p`` etc.
     """
     return f_beta(*_counts(target, prediction), beta=beta)
+
+
+def binary_scores(target: ArrayLike, prediction: ArrayLike, beta: float = 0.5) -> tuple[float, float, float]:
+    """``(F-beta, precision, recall)`` of two boolean masks (nonzero = positive).
+
+    F-beta is :func:`f_beta` of the counts; precision (recall) is 0 when the
+    prediction (target) is empty. An empty target and an empty prediction give
+    ``(0.0, 0.0, 0.0)``.
+
+    Examples
+    --------
+    >>> binary_scores([1, 1, 0, 0], [1, 0, 1, 0], beta=1.0)
+    (0.5, 0.5, 0.5)
+    """
+    tp, fp, fn, _ = confusion_counts(target, prediction)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return f_beta(tp, fp, fn, beta), precision, recall
 
 
 def diluvian_f_score(target: ArrayLike, prediction: ArrayLike, beta: float = 0.5) -> float:

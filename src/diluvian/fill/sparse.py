@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from ..config import Config
 from ..errors import ConfigError, DataError
+from ..metrics import binary_scores
 from ..region import Region
 from ..util import atomic_path, check_writable_dir
 from .dense import SEED_CHECK_INTERVAL, seed_too_weak
@@ -154,7 +155,7 @@ class SparseRegion:
     def scores(self, t_final: float, beta: float) -> tuple[float, float, float]:
         """(F-beta, precision, recall) of ``mask >= t_final`` against the target, over the whole subvolume."""
         pred = np.nan_to_num(self.region.get_mask((0, 0, 0), self.region.shape), nan=0.0) >= t_final
-        return f_score(self.target, pred, beta)
+        return binary_scores(self.target, pred, beta)
 
     def body(self, t_final: float, closing_shape: Sequence[int] = ()) -> NDArray[np.bool_]:
         out = np.zeros(self.image.shape, dtype=bool)
@@ -163,25 +164,6 @@ class SparseRegion:
             start, mask = body
             out[tuple(slice(int(a), int(a) + n) for a, n in zip(start, mask.shape))] = mask
         return out
-
-
-def f_score(target: NDArray, prediction: NDArray, beta: float = 1.0) -> tuple[float, float, float]:
-    """Textbook F-beta of two binary masks: ``(1 + β²) P R / (β² P + R)``; also returns P and R.
-
-    An empty target and an empty prediction score 1.
-    """
-    target = np.asarray(target, dtype=bool)
-    prediction = np.asarray(prediction, dtype=bool)
-    tp = float(np.count_nonzero(target & prediction))
-    n_pred, n_true = float(np.count_nonzero(prediction)), float(np.count_nonzero(target))
-    if n_pred == 0 and n_true == 0:
-        return 1.0, 1.0, 1.0
-    precision = tp / n_pred if n_pred else 0.0
-    recall = tp / n_true if n_true else 0.0
-    if precision == 0 and recall == 0:
-        return 0.0, precision, recall
-    b2 = beta * beta
-    return (1 + b2) * precision * recall / (b2 * precision + recall), precision, recall
 
 
 def _seed_margin_ok(target: NDArray[np.bool_], seed: NDArray[np.int64], resolution: Sequence[float]) -> bool:
@@ -414,5 +396,5 @@ def sparse_fill_to_files(volumes: dict[str, Any], model: Any, cfg: Config, outpu
 
 
 __all__ = ["sparse_fill", "sparse_fill_to_files", "write_sparse_fill", "generate_subvolume_bounds",
-           "write_subvolume_bounds", "subvolume_shape", "f_score", "SparseRegion"]
+           "write_subvolume_bounds", "subvolume_shape", "SparseRegion"]
 
