@@ -21,15 +21,16 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	DILUVIAN=$(VENV)/bin/diluvian scripts/demo.sh $(DEMO_DIR)
 
-# Chromium for the `browser` tests: installed when missing and possible (root + apt-get).
-# Never fails: without a browser those tests skip.
+# Chromium and its driver for the `browser` tests (driven by selenium, from the `test` extra):
+# installed when missing and possible (root + apt-get). Never fails: without them those tests skip.
 test-deps:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	@{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } && \
+	command -v chromedriver >/dev/null 2>&1 || \
 	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-	  echo 'make test-deps: installing chromium for the browser tests' >&2 && \
+	  echo 'make test-deps: installing chromium and chromium-driver for the browser tests' >&2 && \
 	  timeout 300 apt-get update -qq >/dev/null 2>&1 && \
-	  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq chromium >/dev/null 2>&1; } || \
-	echo 'make test-deps: no chromium; the browser tests will skip' >&2
+	  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; } || \
+	echo 'make test-deps: no chromium/chromedriver; the browser tests will skip' >&2
 
 test: setup test-deps
 	@# pytest exits 5 when it collects no test: an empty run is a failure, not a pass

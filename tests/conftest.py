@@ -54,20 +54,61 @@ import subprocess as _subprocess
 import pytest as _pytest
 
 _CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+# Debian's chromium-driver installs /usr/bin/chromedriver (a link to /usr/lib/chromium/chromedriver)
+_CHROMEDRIVER_PATHS = ("chromedriver", "/usr/lib/chromium/chromedriver", "/usr/lib/chromium-browser/chromedriver")
 
 
-@_pytest.fixture(scope="session")
-def chromium_path() -> str:
-    """Path of a working Chromium/Chrome (``$DILUVIAN_CHROMIUM`` first); skips the test when there is none."""
-    candidates = [_os.environ.get("DILUVIAN_CHROMIUM")] + [_shutil.which(n) for n in _CHROMIUM_NAMES]
-    for path in filter(None, candidates):
+def _first_working(candidates, what: str, hint: str) -> str:
+    """The first of ``candidates`` (names or paths) that runs ``--version``; skips the test when none does."""
+    for name in filter(None, candidates):
+        path = _shutil.which(name) or name
         try:
             done = _subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
         except (OSError, _subprocess.TimeoutExpired):
             continue
         if done.returncode == 0:
             return path
-    _pytest.skip("no Chromium found (install it with `make test-deps`, or set DILUVIAN_CHROMIUM)")
+    _pytest.skip(f"no {what} found ({hint})")
+
+
+@_pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Path of a working Chromium/Chrome (``$DILUVIAN_CHROMIUM`` first); skips the test when there is none."""
+    return _first_working([_os.environ.get("DILUVIAN_CHROMIUM"), *_CHROMIUM_NAMES], "Chromium",
+                          "install it with `make test-deps`, or set DILUVIAN_CHROMIUM")
+
+
+@_pytest.fixture(scope="session")
+def chromedriver_path() -> str:
+    """Path of a working ChromeDriver (``$DILUVIAN_CHROMEDRIVER`` first); skips the test when there is none."""
+    return _first_working([_os.environ.get("DILUVIAN_CHROMEDRIVER"), *_CHROMEDRIVER_PATHS], "chromedriver",
+                          "install Debian's chromium-driver with `make test-deps`, or set DILUVIAN_CHROMEDRIVER")
+
+
+@_pytest.fixture
+def browser(chromium_path, chromedriver_path, tmp_path):
+    """A headless Chromium driven by selenium (1000 x 700 window), quit after the test.
+
+    Selenium is given both the browser and the driver path, so it never runs Selenium Manager
+    (which would try to download a driver). Skips when selenium, Chromium or chromedriver is missing.
+    """
+    webdriver = _pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium_path
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--disable-extensions", "--window-size=1000,700",
+                f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver_path))
+    try:
+        driver.set_page_load_timeout(20)
+        driver.set_script_timeout(10)
+        yield driver
+    finally:
+        driver.quit()
 
 
 # --------------------------------------------------------------------------- training (tests/test_training.py)

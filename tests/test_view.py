@@ -3,14 +3,10 @@ static snapshots, and a real headless-Chromium load of a viewer (marker ``browse
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import io
 import json
 import os
-import signal
 import socket
-import subprocess
 import threading
 import time
 import urllib.request
@@ -364,101 +360,6 @@ def test_a_coarser_segmentation_is_upsampled_onto_the_volume(tmp_path):
 # --------------------------------------------------------------------------- real browser
 
 
-class HeadlessChromium:
-    """Headless Chromium driven over the DevTools protocol (tornado's websocket client)."""
-
-    def __init__(self, executable: str, profile_dir: Path, *, size=(1000, 700), timeout_s: float = 20.0):
-        self.timeout_s = timeout_s
-        profile_dir.mkdir(parents=True, exist_ok=True)
-        args = [executable, "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
-                "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--disable-extensions",
-                f"--user-data-dir={profile_dir}", "--remote-debugging-address=127.0.0.1",
-                "--remote-debugging-port=0", f"--window-size={size[0]},{size[1]}", "about:blank"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
-        self.loop = asyncio.new_event_loop()
-        self._id = 0
-        try:
-            port = self._devtools_port(profile_dir / "DevToolsActivePort")
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as reply:
-                page = next(t for t in json.load(reply) if t["type"] == "page")
-            self.ws = self._run(self._connect(page["webSocketDebuggerUrl"]))
-        except BaseException:
-            self.close()
-            raise
-
-    def _devtools_port(self, path: Path) -> int:
-        deadline = time.monotonic() + self.timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"chromium exited with {self.proc.returncode}")
-            if path.exists() and path.read_text().strip():
-                return int(path.read_text().split()[0])
-            time.sleep(0.05)
-        raise TimeoutError("chromium did not open its DevTools port")
-
-    @staticmethod
-    async def _connect(url):
-        from tornado.websocket import websocket_connect
-
-        return await websocket_connect(url, max_message_size=64 << 20)
-
-    def _run(self, coroutine):
-        return self.loop.run_until_complete(asyncio.wait_for(coroutine, self.timeout_s))
-
-    async def _call(self, method, params):
-        self._id += 1
-        await self.ws.write_message(json.dumps({"id": self._id, "method": method, "params": params}))
-        while True:
-            message = await self.ws.read_message()
-            if message is None:
-                raise RuntimeError("DevTools connection closed")
-            reply = json.loads(message)
-            if reply.get("id") == self._id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return reply["result"]
-
-    def call(self, method, **params):
-        return self._run(self._call(method, params))
-
-    def evaluate(self, expression):
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        if "exceptionDetails" in result:
-            return None
-        return result["result"].get("value")
-
-    def screenshot(self) -> np.ndarray:
-        data = base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
-        with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(im.convert("RGB"))
-
-    def close(self):
-        try:
-            if getattr(self, "ws", None) is not None:
-                self.ws.close()
-        finally:
-            # chromium runs in its own process group (start_new_session): end all of it
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(self.proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    self.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    continue
-                time.sleep(0.2)  # let the helpers (renderer, GPU process) exit with the browser
-            self.loop.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
 def _wait_for(fn, deadline, what):
     """Poll ``fn`` until it returns something true, or fail at ``deadline`` (time.monotonic)."""
     while True:
@@ -484,47 +385,60 @@ _LAYER_REPORT_JS = """(() => {
 })()"""
 
 
+def _layer_report(browser):
+    """The layers the neuroglancer client knows of (``_LAYER_REPORT_JS``), or None before it has started."""
+    from selenium.common.exceptions import JavascriptException
+
+    try:
+        return json.loads(browser.execute_script("return " + _LAYER_REPORT_JS) or "null")
+    except JavascriptException:  # `viewer` is not defined yet
+        return None
+
+
+def _screenshot(browser) -> np.ndarray:
+    with Image.open(io.BytesIO(browser.get_screenshot_as_png())) as im:
+        return np.asarray(im.convert("RGB"))
+
+
 @pytest.mark.browser
-def test_viewer_renders_in_headless_chromium(chromium_path, tmp_path):
+def test_viewer_renders_in_headless_chromium(browser):
     deadline = time.monotonic() + 45  # the whole test stays under a minute, whatever hangs
     image, labels, mask = toy_arrays(shape=(16, 48, 64))
     arrays = {"image": CountingArray(image), "labels": CountingArray(labels), "mask": CountingArray(mask)}
     vol = make_volume("vol", arrays["image"], arrays["labels"], arrays["mask"], resolution=(40, 4, 4))
     viewer = view_volumes({"vol": vol}, wait=False)
-    url = viewer.get_viewer_url()
+    browser.get(viewer.get_viewer_url())
 
-    with HeadlessChromium(chromium_path, tmp_path / "profile", timeout_s=10) as browser:
-        browser.call("Page.navigate", url=url)
-        # 1. the page ran neuroglancer's client, which got the viewer state from the Python server
-        report = _wait_for(lambda: (r := json.loads(browser.evaluate(_LAYER_REPORT_JS) or "null")) and r["layers"]
-                           and r, deadline, "the neuroglancer client to receive the layers")
-        layers = {l["name"]: l for l in report["layers"]}
-        assert [(n, l["type"]) for n, l in layers.items()] == [
-            ("vol image", "image"), ("vol labels", "segmentation"), ("vol mask", "image")]
-        # global space: x, y, z in nm (stored as m), finest voxel size, reversed from ZYX
-        dims = {k: (round(v[0] * 1e9, 6), v[1]) for k, v in report["dims"].items()}
-        assert dims == {"x": (4.0, "m"), "y": (4.0, "m"), "z": (40.0, "m")}
-        # 2. every layer became ready, with shaders that compiled
-        report = _wait_for(lambda: (r := json.loads(browser.evaluate(_LAYER_REPORT_JS) or "null"))
-                           and all(l["ready"] and l.get("shaderError") != "pending" for l in r["layers"]) and r,
-                           deadline, "the layers to be ready")
-        assert all(l["shaderError"] is None for l in report["layers"]), report
-        # 3. the browser fetched chunks of every layer's array
-        _wait_for(lambda: all(a.reads for a in arrays.values()), deadline, "chunk requests for every layer")
-        # 4. and drew them: the segment colours fill a good part of the cross-section panels
-        shots = []
+    # 1. the page ran neuroglancer's client, which got the viewer state from the Python server
+    report = _wait_for(lambda: (r := _layer_report(browser)) and r["layers"] and r, deadline,
+                       "the neuroglancer client to receive the layers")
+    layers = {l["name"]: l for l in report["layers"]}
+    assert [(n, l["type"]) for n, l in layers.items()] == [
+        ("vol image", "image"), ("vol labels", "segmentation"), ("vol mask", "image")]
+    # global space: x, y, z in nm (stored as m), finest voxel size, reversed from ZYX
+    dims = {k: (round(v[0] * 1e9, 6), v[1]) for k, v in report["dims"].items()}
+    assert dims == {"x": (4.0, "m"), "y": (4.0, "m"), "z": (40.0, "m")}
+    # 2. every layer became ready, with shaders that compiled
+    report = _wait_for(lambda: (r := _layer_report(browser))
+                       and all(l["ready"] and l.get("shaderError") != "pending" for l in r["layers"]) and r,
+                       deadline, "the layers to be ready")
+    assert all(l["shaderError"] is None for l in report["layers"]), report
+    # 3. the browser fetched chunks of every layer's array
+    _wait_for(lambda: all(a.reads for a in arrays.values()), deadline, "chunk requests for every layer")
+    # 4. and drew them: the segment colours fill a good part of the cross-section panels
+    shots = []
 
-        def coloured_fraction():
-            shots[:] = [browser.screenshot()]
-            rgb = shots[0].astype(int)
-            saturation = rgb.max(axis=2) - rgb.min(axis=2)
-            return (saturation > 60).mean()
+    def coloured_fraction():
+        shots[:] = [_screenshot(browser)]
+        rgb = shots[0].astype(int)
+        saturation = rgb.max(axis=2) - rgb.min(axis=2)
+        return (saturation > 60).mean()
 
-        try:
-            _wait_for(lambda: coloured_fraction() > 0.15, deadline, "a screenshot showing the segments")
-        finally:
-            if os.environ.get("DILUVIAN_SCREENSHOT_DIR") and shots:  # to look at it
-                Image.fromarray(shots[0]).save(Path(os.environ["DILUVIAN_SCREENSHOT_DIR"]) / "neuroglancer.png")
+    try:
+        _wait_for(lambda: coloured_fraction() > 0.15, deadline, "a screenshot showing the segments")
+    finally:
+        if os.environ.get("DILUVIAN_SCREENSHOT_DIR") and shots:  # to look at it
+            Image.fromarray(shots[0]).save(Path(os.environ["DILUVIAN_SCREENSHOT_DIR"]) / "neuroglancer.png")
 
 
 # --------------------------------------------------------------------------- command line
