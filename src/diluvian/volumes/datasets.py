@@ -14,6 +14,7 @@ from ._entries import closest
 from .base import Volume
 from .hdf5 import HDF5Volume
 from .imagestack import ImageStackVolume
+from .tensorstore import TensorStoreVolume
 from .zarr import ZarrVolume
 
 if sys.version_info >= (3, 11):
@@ -30,6 +31,7 @@ TABLES: dict[str, Callable[..., Volume]] = {
     "dataset": HDF5Volume.from_entry,
     "image_stack": ImageStackVolume.from_entry,
     "zarr": ZarrVolume.from_entry,
+    "tensorstore": TensorStoreVolume.from_entry,
 }
 
 
@@ -73,8 +75,8 @@ def load_volumes(paths: Sequence[str | os.PathLike], in_memory: bool = True) -> 
     ----------
     paths : sequence of path-like
         Dataset TOMLs with ``[[dataset]]`` (HDF5, see
-        :meth:`HDF5Volume.from_entry`), ``[[image_stack]]`` and ``[[zarr]]``
-        tables.
+        :meth:`HDF5Volume.from_entry`), ``[[image_stack]]``, ``[[zarr]]`` and
+        ``[[tensorstore]]`` (N5, neuroglancer precomputed, zarr via TensorStore) tables.
     in_memory : bool
         Load each volume into memory (:meth:`Volume.to_memory`); otherwise
         arrays are read lazily from the files.
