@@ -142,7 +142,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
     cfg = load_cli_config(args)
     if args.config_property:
-        print(format_config_value(get_config_value(cfg, args.config_property)))
+        value = get_config_value(cfg, args.config_property)
+        print(format_config_value(value, args.config_property.rsplit(".", 1)[-1]))
     else:
         sys.stdout.write(config_to_toml(cfg))
     return 0

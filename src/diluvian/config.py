@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import re
 import sys
 import types
@@ -452,11 +451,37 @@ class PostprocessingConfig:
         own voxels is the same object filled again from another seed, and takes that body's
         label instead of a new one. 0 turns it off (every body gets a new label, as in the
         original diluvian).
+    boundary_sigma : float
+        Gaussian smoothing (voxels) of the image for its boundary evidence (flood guards
+        and claiming); membranes are dark.
+    membrane_percentile : float
+        Voxels darker than this percentile of the smoothed image are membranes.
+    guard_interval : int
+        Dense fill: moves between flood checks of a region (:mod:`diluvian.fill.guards`);
+        0 turns the guards off.
+    guard_max_leak : float
+        A region with more than this fraction of its body beyond membranes (seen from its
+        seed) stops, and its body is trimmed to the seed's side.
+    claim : bool
+        After a dense fill, claim the unclaimed voxels (:mod:`diluvian.claim`): bodies grow
+        into them without crossing membranes, the rest get labels of their own.
+    claim_grow_distance : float
+        How far (voxels) a body may grow into unclaimed voxels.
+    claim_min_size : int
+        Unclaimed pieces that no body reaches get their own label from this many voxels;
+        smaller ones (and membranes) go to the neighbour they touch.
     """
 
     closing_shape: tuple[int, ...] = ()
     min_body_size: int = 100
     merge_overlap_fraction: float = 0.1
+    boundary_sigma: float = 1.0
+    membrane_percentile: float = 20.0
+    guard_interval: int = 20
+    guard_max_leak: float = 0.5
+    claim: bool = True
+    claim_grow_distance: float = 3.0
+    claim_min_size: int = 50
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.merge_overlap_fraction <= 1.0:
@@ -464,6 +489,14 @@ class PostprocessingConfig:
                               f"got {self.merge_overlap_fraction}")
         if self.closing_shape and len(self.closing_shape) != 3:
             raise ConfigError(f"[postprocessing] closing_shape: expected [] or 3 ints, got {list(self.closing_shape)}")
+        if not 0.0 <= self.membrane_percentile < 100.0:
+            raise ConfigError(f"[postprocessing] membrane_percentile: expected a percentile in [0, 100), "
+                              f"got {self.membrane_percentile}")
+        if not 0.0 <= self.guard_max_leak <= 1.0:
+            raise ConfigError(f"[postprocessing] guard_max_leak: expected a fraction in [0, 1], got {self.guard_max_leak}")
+        for key in ("boundary_sigma", "guard_interval", "claim_grow_distance", "claim_min_size"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"[postprocessing] {key}: expected a number >= 0, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
@@ -705,53 +738,41 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return _plain(cfg)
 
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+def toml_dumps(table: Mapping[str, Any]) -> str:
+    """``tomli_w.dumps(table)`` with each array on one line (one line per key, for readable dumps)."""
+    import tomli_w
+
+    # tomli-w writes arrays one item per line; its strings never hold a raw newline
+    # (they are escaped), so every newline inside a value is an array break.
+    text = re.sub(r",\n *\]", "]", tomli_w.dumps(table))
+    return re.sub(r",\n *", ", ", re.sub(r"\[\n *", "[", text))
 
 
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else json.dumps(key)
-
-
-def _toml_value(value: Any) -> str:
-    """Inline TOML for a plain value (lists and tables on one line, for readable dumps)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # JSON string escapes are valid TOML basic strings
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        if not value:
-            return "{}"
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {value!r} as TOML")
+def _toml_value(value: Any, name: str = "value") -> str:
+    """One plain value as TOML text, written by tomli-w: on one line, or as a TOML
+    document for a table (its keys) and for an array of long tables (``[[name]]``)."""
+    if isinstance(value, Mapping):
+        return toml_dumps(value).rstrip("\n")
+    text = toml_dumps({name: value})
+    return text.removeprefix(f"{name} = ").rstrip("\n")
 
 
 def config_to_toml(cfg: Config) -> str:
     """The whole config as TOML text that :func:`load_config` reads back to an equal config.
 
-    One line per key; derived values (``training.batch_size``, ...) are not
-    stored, but are shown as comments.
+    Written by tomli-w, one line per key; derived values (``training.batch_size``,
+    ...) are not stored, but are shown as comments under their section's header.
     """
-    table = config_to_dict(cfg)
-    lines = []
-    for key, value in table.items():
-        if not isinstance(value, dict):
-            lines.append(f"{key} = {_toml_value(value)}")
+    text = toml_dumps(config_to_dict(cfg))
     derived = {
         "model": {"move_step": cfg.model.move_step, "training_subv_shape": cfg.model.training_subv_shape,
                   "validation_subv_shape": cfg.model.validation_subv_shape},
         "training": {"batch_size": cfg.training.batch_size},
     }
-    for key, value in table.items():
-        if isinstance(value, dict):
-            lines += ["", f"[{key}]"]
-            lines += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
-            for k, v in derived.get(key, {}).items():
-                lines.append(f"# {k} = {_toml_value(_plain(v))}  (derived)")
-    return "\n".join(lines) + "\n"
+    for key, values in derived.items():
+        comments = "".join(f"# {k} = {_toml_value(_plain(v))}  (derived)\n" for k, v in values.items())
+        text = re.sub(rf"^\[{key}\]\n", lambda m: m.group() + comments, text, count=1, flags=re.M)
+    return text
 
 
 def get_config_value(cfg: Config, dotted: str) -> Any:
@@ -782,9 +803,10 @@ def get_config_value(cfg: Config, dotted: str) -> Any:
     return value
 
 
-def format_config_value(value: Any) -> str:
-    """Render one config value as TOML text (tables as a TOML document)."""
-    return _toml_value(_plain(value))
+def format_config_value(value: Any, name: str = "value") -> str:
+    """Render one config value as TOML text (tables as a TOML document; ``name``
+    heads an array of tables too long for one line)."""
+    return _toml_value(_plain(value), name)
 
 
 def seed_everything(seed: int) -> np.random.Generator:

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..config import toml_dumps
 from ..errors import DataError, DatasetNotFoundError
 from ..util import atomic_path, check_writable_dir
 from .dense import FillState
@@ -39,21 +40,11 @@ STATE_GROUP = "fill_state"
 STATE_FORMAT = 1
 
 
-def _toml_str(s: str) -> str:
-    return json.dumps(s)
-
-
 def _dataset_toml(name: str, hdf5_name: str, resolution: Sequence[float], comments: Sequence[str]) -> str:
-    lines = [f"# {c}" for c in comments]
-    lines += [
-        "",
-        "[[dataset]]",
-        f"name = {_toml_str(name)}",
-        f"hdf5_file = {_toml_str(hdf5_name)}",
-        f"label_dataset = {_toml_str(LABEL_DATASET)}",
-        f"resolution = [{', '.join(repr(float(r)) for r in resolution)}]",
-    ]
-    return "\n".join(lines) + "\n"
+    entry = {"name": name, "hdf5_file": hdf5_name, "label_dataset": LABEL_DATASET,
+             "resolution": [float(r) for r in resolution]}
+    lines = [f"# {c}" for c in comments] + ["", "[[dataset]]"]
+    return "\n".join(lines) + "\n" + toml_dumps(entry)
 
 
 def _write_labels_hdf5(f: Any, labels: Any, conflicts: Any, resolution: Sequence[float]) -> None:
