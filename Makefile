@@ -33,6 +33,8 @@ test-deps:
 	echo 'make test-deps: no chromium/chromedriver; the browser tests will skip' >&2
 
 test: setup test-deps
+	@# imports run one way (the layer order of docs/DESIGN.md): fails on an upward import or a circle
+	$(PY) scripts/check_imports.py -q
 	@# pytest exits 5 when it collects no test: an empty run is a failure, not a pass
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'make test: no tests were collected' >&2; exit 1; fi; exit $$rc
