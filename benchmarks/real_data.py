@@ -115,7 +115,8 @@ def bare_ceilings(model_file: Path, fill_batch: int, seconds: float = 20.0) -> d
     from fill_throughput import bare_forward_rate
 
     from diluvian.network import load_model
-    from diluvian.training import _sample_losses, make_optimizer
+    from diluvian.training import make_optimizer
+    from diluvian.training.objective import _sample_losses
 
     net, cfg, _ = load_model(model_file, "cpu")
     forward = bare_forward_rate(net, cfg.model, fill_batch, torch.device("cpu"), seconds)

@@ -37,16 +37,10 @@ import torch
 
 from diluvian.config import load_config
 from diluvian.network import build_network
-from diluvian.training import (
-    _DeviceSetup,
-    _Prefetcher,
-    _SlotGroup,
-    _HostCopy,
-    _sample_losses,
-    make_optimizer,
-    prepare_training_volumes,
-    subvolume_stream,
-)
+from diluvian.device import DeviceSetup, HostCopy
+from diluvian.training import Prefetcher, make_optimizer, prepare_training_volumes, subvolume_stream
+from diluvian.training.loop import _SlotGroup
+from diluvian.training.objective import _sample_losses
 
 
 def _volumes(args: argparse.Namespace, tmp: Path) -> dict:
@@ -87,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device:
         overrides.setdefault("training", {})["device"] = args.device
     cfg = load_config(args.config or ["cpu_small"], overrides=overrides or None)
-    setup = _DeviceSetup.from_config(cfg)
+    setup = DeviceSetup.from_config(cfg)
     bs = cfg.training.batch_size
     torch.manual_seed(0)
     model = setup.prepare_model(build_network(cfg.model, cfg.network)).train()
@@ -97,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         volumes = _volumes(args, Path(tmp))
         train_vols, _ = prepare_training_volumes(cfg, volumes, need_validation=False)
         stream = subvolume_stream(train_vols, cfg.model.training_subv_shape, cfg, np.random.default_rng(0), True)
-        prefetcher = _Prefetcher(stream, maxsize=2 * bs)
+        prefetcher = Prefetcher(stream, maxsize=2 * bs)
         n_groups = 2 if setup.device.type == "cuda" else 1
         groups = [_SlotGroup(bs, cfg, prefetcher.get, np.random.default_rng(1)) for _ in range(n_groups)]
 
@@ -129,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             masks = setup.tensor(np.stack([b.mask for b in blocks]))
             targets = setup.tensor(np.stack([b.target for b in blocks]))
             logits = step(images, masks, targets)
-            g.pending = _HostCopy(torch.sigmoid(logits.detach().float()))
+            g.pending = HostCopy(torch.sigmoid(logits.detach().float()))
             if n_groups == 1:
                 g.apply()
             else:

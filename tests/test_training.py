@@ -15,13 +15,13 @@ from diluvian.errors import ConfigError, DataError, EarlyAbortError, TrainingErr
 from diluvian.metrics import binary_f_score, confusion_counts, diluvian_f_beta, diluvian_f_score, f_beta
 from diluvian.network import build_network, load_model, save_model
 from diluvian.training import (
-    _FillFactorWeights,
     prepare_training_volumes,
     run_validation,
     train_network,
     validate_model,
     validation_subvolumes,
 )
+from diluvian.training.objective import _FillFactorWeights
 
 
 @pytest.fixture
@@ -165,7 +165,7 @@ def test_time_limit_stops_training_and_keeps_the_partial_epoch(tiny_cfg, volumes
 
     cfg = dataclasses.replace(tiny_cfg, training=dataclasses.replace(tiny_cfg.training, total_epochs=50))
     clock = itertools.count(0.0, 5.0)  # every clock read is 5 s later
-    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(training.loop.time, "perf_counter", lambda: next(clock))
     result = train_network(cfg, volumes, tmp_path / "m", max_minutes=1.0)
     assert result.stop_reason == "time_limit"
     assert 1 <= len(result.history) < 50
@@ -180,7 +180,7 @@ def test_nan_loss_is_a_training_error(tiny_cfg, volumes, tmp_path, monkeypatch):
     def nan_loss(logits, targets):
         return (logits * float("nan")).mean(dim=(1, 2, 3, 4))
 
-    monkeypatch.setattr(training, "_sample_losses", nan_loss)
+    monkeypatch.setattr(training.loop, "_sample_losses", nan_loss)
     with pytest.raises(TrainingError, match="epoch 1"):
         train_network(tiny_cfg, volumes, tmp_path / "m")
 
@@ -193,7 +193,7 @@ def test_early_abort_and_restart(tiny_cfg, volumes, tmp_path, monkeypatch, caplo
                                                                        training_size=4, validation_size=1))
     with pytest.raises(EarlyAbortError, match="early_abort_loss"):
         train_network(cfg, volumes, tmp_path / "m")
-    monkeypatch.setattr(training, "MAX_EARLY_RESTARTS", 1)
+    monkeypatch.setattr(training.loop, "MAX_EARLY_RESTARTS", 1)
     with caplog.at_level(logging.WARNING, logger="diluvian.training"):
         with pytest.raises(EarlyAbortError):
             train_network(cfg, volumes, tmp_path / "m", early_restart=True, rng=np.random.default_rng(0))

@@ -66,6 +66,7 @@ import torch
 from torch import nn
 
 from .config import Config, ModelConfig, NetworkConfig, config_from_dict, config_to_dict
+from .device import select_device
 from .errors import ConfigError, ModelError
 from .util import atomic_path
 
@@ -428,23 +429,6 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def select_device(name: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"`` as a :class:`torch.device`.
-
-    Raises
-    ------
-    ConfigError
-        ``"cuda"`` requested but no CUDA device is available.
-    """
-    if isinstance(name, torch.device):
-        return name
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError('[training] device = "cuda", but no CUDA device is available')
-    return torch.device(name)
-
-
 # --------------------------------------------------------------------------- model files
 
 
@@ -500,7 +484,8 @@ def save_model(path: str | os.PathLike, model: nn.Module, cfg: Config, *, optimi
     }
     path = Path(path)
     with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(payload, tmp)
+        with open(tmp, "wb") as fh:  # a Python file: a full disk is an OSError, not a C++ stream error
+            torch.save(payload, fh)
     return path
 
 
