@@ -39,6 +39,7 @@ import torch  # noqa: E402
 
 from diluvian.config import Config, ModelConfig, NetworkConfig, PostprocessingConfig  # noqa: E402
 from diluvian.fill import fill_volume_with_model  # noqa: E402
+from diluvian.synthetic import labelled_intensity_volume  # noqa: E402
 
 
 # --------------------------------------------------------------------------- networks
@@ -100,38 +101,6 @@ class OracleSteered(torch.nn.Module):
         same = (crop - ref).abs() < 1e-4
         oracle = torch.where(same, 3.0, -3.0).to(logits.dtype)  # sigmoid: 0.95 / 0.05
         return oracle + 0 * logits
-
-
-def labelled_intensity_volume(shape, seed: int, resolution_nm: float = 20.0):
-    """Synthetic volume; each object gets its own intensity (for the oracle).
-
-    At 20 nm the synthetic neurites are about 2x thinner in voxels than at 10 nm,
-    so a small volume holds many objects (more objects than regions in flight).
-    """
-    try:
-        from diluvian.synthetic import synthesize_volume
-
-        _, labels = synthesize_volume(tuple(shape), seed=seed, resolution=(resolution_nm,) * 3)
-        labels = np.asarray(labels)
-    except ImportError:
-        rng = np.random.default_rng(seed)
-        n = max(8, int(np.prod(shape) / 20000))
-        pts = rng.uniform(0, 1, (n, 3)) * np.asarray(shape)
-        from scipy.spatial import cKDTree
-
-        grid = np.indices(shape).reshape(3, -1).T
-        labels = (cKDTree(pts).query(grid)[1] + 1).reshape(shape)
-        edge = np.zeros(shape, bool)
-        for a in range(3):
-            sl = [slice(None)] * 3
-            sl[a] = slice(0, -1)
-            edge[tuple(sl)] |= np.diff(labels, axis=a) != 0
-        labels[edge] = 0
-    ids, inverse = np.unique(labels, return_inverse=True)
-    rng = np.random.default_rng(seed + 1)
-    values = rng.permutation(np.linspace(0.2, 0.95, len(ids))).astype(np.float32)
-    values[ids == 0] = 0.05
-    return values[inverse.reshape(labels.shape)], labels
 
 
 # --------------------------------------------------------------------------- measurements

@@ -61,22 +61,63 @@ class Block:
     target: np.ndarray | None = None
 
 
-def _read_box(array: Any, start: np.ndarray, stop: np.ndarray, shape: np.ndarray, pad: str | float) -> np.ndarray:
+def _reflect_fill(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
+    """Fill ``out`` outside ``out[a:b]`` by reflecting ``out[a:b]`` (``np.pad``'s "reflect").
+
+    Axis by axis, as ``np.pad`` does, so corners match it. Returns False (and leaves
+    ``out`` half-filled) when a pad is wider than the data can reflect once.
+    """
+    full = slice(None)
+    for axis in range(3):
+        lo, hi = int(a[axis]), int(b[axis])
+        n, m = hi - lo, out.shape[axis]
+        left, right = lo, m - hi
+        if max(left, right) > n - 1:
+            return False
+        # axes before this one are complete; later ones only inside [a, b)
+        head = (full,) * axis
+        tail = tuple(slice(int(a[k]), int(b[k])) for k in range(axis + 1, 3))
+        if left:
+            out[head + (slice(0, left),) + tail] = out[head + (slice(2 * left, left, -1),) + tail]
+        if right:
+            stop = hi - 2 - right
+            out[head + (slice(hi, m),) + tail] = out[head + (slice(hi - 2, None if stop < 0 else stop, -1),) + tail]
+    return True
+
+
+def _read_box(array: Any, start: np.ndarray, stop: np.ndarray, shape: np.ndarray, pad: str | float,
+              out: np.ndarray | None = None) -> np.ndarray:
     """Read ``array[start:stop]``; the parts outside ``[0, shape)`` are padded.
 
-    ``pad`` is ``"reflect"`` or a constant value.
+    ``pad`` is ``"reflect"`` (as ``np.pad``) or a constant value. With ``out``, the
+    box is written there (and returned); otherwise the result may be a view of
+    ``array`` when the box lies inside it.
     """
     lo = np.maximum(start, 0)
     hi = np.minimum(stop, shape)
-    inner = np.asarray(array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+    inner = array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
     if (lo == start).all() and (hi == stop).all():
-        return inner
-    widths = [(int(a), int(b)) for a, b in zip(lo - start, stop - hi)]
+        if out is None:
+            return np.asarray(inner)
+        out[...] = inner
+        return out
+    a = lo - start
+    b = a + (hi - lo)
+    if out is None:
+        out = np.empty(tuple(int(v) for v in stop - start), dtype=np.asarray(inner[:0, :0, :0]).dtype)
+    out[a[0]:b[0], a[1]:b[1], a[2]:b[2]] = inner
     if isinstance(pad, str):
-        # reflect needs at least 2 voxels along an axis; fall back to edge
+        if min(inner.shape) > 1 and _reflect_fill(out, a, b):
+            return out
+        # reflect needs at least 2 voxels along an axis (else edge), and repeats for wide pads
+        widths = [(int(p), int(q)) for p, q in zip(a, stop - hi)]
         mode = "reflect" if min(inner.shape) > 1 else "edge"
-        return np.pad(inner, widths, mode=mode)
-    return np.pad(inner, widths, mode="constant", constant_values=pad)
+        out[...] = np.pad(np.asarray(inner), widths, mode=mode)
+        return out
+    full = np.full(out.shape, pad, dtype=out.dtype)
+    full[a[0]:b[0], a[1]:b[1], a[2]:b[2]] = out[a[0]:b[0], a[1]:b[1], a[2]:b[2]]
+    out[...] = full
+    return out
 
 
 class Region:
@@ -186,8 +227,43 @@ class Region:
 
     # ------------------------------------------------------------------ blocks
 
-    def get_next_block(self) -> Block | None:
+    def get_next_block(self, image_out: np.ndarray | None = None, mask_out: np.ndarray | None = None
+                       ) -> Block | None:
         """Pop the next move and return its FOV; None when no move is left.
+
+        With ``move_recheck``, a move whose neighbourhood (one move step around
+        its centre) no longer holds a voxel >= ``t_move`` is dropped and
+        forgotten, so a later move may queue it again.
+
+        Parameters
+        ----------
+        image_out, mask_out : ndarray of float32, shape ``input_fov_shape``, optional
+            Where to write the FOV (e.g. rows of a batch buffer); default new arrays.
+        """
+        cfg = self.cfg
+        move = self.next_move()
+        if move is not None:
+            pos, center = move
+            start = center - self.input_radius
+            stop = start + self.input_fov
+            if mask_out is None:
+                mask_out = np.empty(tuple(self.input_fov), dtype=np.float32)
+            mask = _read_box(self.mask, start, stop, self.shape, "reflect", out=mask_out)
+            np.copyto(mask, np.float32(cfg.v_false), where=np.isnan(mask))
+            if image_out is None:
+                image = _read_box(self.image, start, stop, self.shape, "reflect").astype(np.float32, copy=False)
+            else:
+                image = _read_box(self.image, start, stop, self.shape, "reflect", out=image_out)
+            target = None
+            if self.target is not None:
+                t_start = center - self.output_radius
+                t = _read_box(self.target, t_start, t_start + self.output_fov, self.shape, "reflect")
+                target = np.where(t, np.float32(cfg.v_true), np.float32(cfg.v_false))
+            return Block(position=pos, center=center, image=image, mask=mask, target=target)
+        return None
+
+    def next_move(self) -> tuple[tuple[int, int, int], np.ndarray] | None:
+        """Pop the next move: ``(lattice position, centre voxel)``, or None when no move is left.
 
         With ``move_recheck``, a move whose neighbourhood (one move step around
         its centre) no longer holds a voxel >= ``t_move`` is dropped and
@@ -200,26 +276,15 @@ class Region:
             if cfg.move_recheck and pos != self.seed_pos:
                 lo = np.maximum(center - self.move_step, 0)
                 hi = np.minimum(center + self.move_step + 1, self.shape)
-                around = np.asarray(self.mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
-                if not (around >= cfg.t_move).any():  # NaN compares False
+                around = self.mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+                if not np.fmax.reduce(around, axis=None) >= cfg.t_move:  # NaN only if all NaN: compares False
                     self.visited.discard(pos)
                     continue
-            start = center - self.input_radius
-            stop = start + self.input_fov
-            mask = _read_box(self.mask, start, stop, self.shape, "reflect").astype(np.float32, copy=True)
-            np.nan_to_num(mask, copy=False, nan=cfg.v_false)
-            image = _read_box(self.image, start, stop, self.shape, "reflect").astype(np.float32, copy=False)
-            target = None
-            if self.target is not None:
-                t_start = center - self.output_radius
-                t = _read_box(self.target, t_start, t_start + self.output_fov, self.shape, "reflect")
-                target = np.where(t, np.float32(cfg.v_true), np.float32(cfg.v_false))
-            return Block(position=pos, center=center, image=image, mask=mask, target=target)
+            return pos, center
         return None
 
     def add_mask(self, block: Block, output: np.ndarray) -> None:
         """Write a prediction (probabilities, ``output_fov_shape``) into the mask and queue moves."""
-        cfg = self.cfg
         center = block.center
         r = self.update_radius
         start = np.maximum(center - r, 0)
@@ -231,35 +296,37 @@ class Region:
         o_stop = o_start + self.output_fov
         lo = np.maximum(o_start, 0)
         hi = np.minimum(o_stop, self.shape)
-        src = output[tuple(slice(a, b) for a, b in zip(lo - o_start, hi - o_start))].astype(np.float32, copy=False)
-        dst = tuple(slice(a, b) for a, b in zip(lo - start, hi - start))
-        cur = current[dst]
+        src = output[lo[0] - o_start[0]:hi[0] - o_start[0], lo[1] - o_start[1]:hi[1] - o_start[1],
+                     lo[2] - o_start[2]:hi[2] - o_start[2]]
+        a, b = lo - start, hi - start
+        cur = current[a[0]:b[0], a[1]:b[1], a[2]:b[2]]
         if self.bias_against_merge:
-            update = np.isnan(cur) | (cur > 0.5) | (src < cur)
-            current[dst] = np.where(update, src, cur)
+            # unknown (NaN) or > 0.5: take the prediction; otherwise it may only decrease
+            cur[...] = np.where(cur > 0.5, src, np.fmin(src, cur))
         else:
-            current[dst] = src
+            cur[...] = src
         self.mask[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]] = current
+        self.record_move(block.position, lo, hi, self._face_values(center, current, start))
+
+    def record_move(self, pos: tuple[int, int, int], lo: np.ndarray, hi: np.ndarray, faces: Sequence[float]) -> None:
+        """Account for a prediction written into ``[lo, hi)`` and queue moves from its face maxima.
+
+        ``faces[2 * axis + (direction > 0)]`` is the maximum of the mask over that face's
+        check slab after the update (NaN or -inf: no voxel there).
+        """
         np.minimum(self.touched_min, lo, out=self.touched_min)
         np.maximum(self.touched_max, hi, out=self.touched_max)
         self.moves += 1
-        self._queue_moves(block.position, center, current, start)
+        self._queue_moves(pos, faces)
 
-    def _queue_moves(self, pos: tuple[int, int, int], center: np.ndarray, local: np.ndarray, local_start: np.ndarray) -> None:
-        """Queue the face neighbours whose check slab holds a voxel >= ``t_move``."""
-        cfg = self.cfg
+    def _face_values(self, center: np.ndarray, local: np.ndarray, local_start: np.ndarray) -> list[float]:
+        """Maxima of the six face slabs of a move at ``center`` (``local``: the mask around it)."""
         step, t = self.move_step, self.check_t
         c = center - local_start  # centre in local coordinates (may be outside for clipped boxes)
         n = np.asarray(local.shape)
+        values = []
         for axis in range(3):
             for direction in (-1, 1):
-                new_pos = list(pos)
-                new_pos[axis] += direction
-                new_pos_t = tuple(new_pos)
-                if new_pos_t in self.visited:
-                    continue
-                if new_pos[axis] < self.pos_min[axis] or new_pos[axis] > self.pos_max[axis]:
-                    continue
                 lo = c - step
                 hi = c + step + 1
                 lo[axis] = c[axis] + direction * step[axis] - t
@@ -267,19 +334,35 @@ class Region:
                 lo = np.maximum(lo, 0)
                 hi = np.minimum(hi, n)
                 if (hi <= lo).any():
-                    continue  # the slab lies outside the image: zero padding never moves
-                slab = local[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-                value = np.nanmax(slab) if not np.isnan(slab).all() else -np.inf
-                if value >= cfg.t_move:
-                    self.visited.add(new_pos_t)
-                    self.proximity[new_pos_t] = min(self.proximity.get(new_pos_t, 1 << 30), self.proximity[pos] + 1)
-                    if cfg.move_priority == "descending":
-                        priority = -float(value)
-                    elif cfg.move_priority == "proximity":
-                        priority = -float(value) / self.proximity[new_pos_t]
-                    else:
-                        priority = float(self.rng.random())
-                    heapq.heappush(self.queue, (priority, next(self._counter), new_pos_t))
+                    values.append(-np.inf)  # the slab lies outside the image: padding never moves
+                    continue
+                values.append(np.fmax.reduce(local[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], axis=None))
+        return values
+
+    def _queue_moves(self, pos: tuple[int, int, int], faces: Sequence[float]) -> None:
+        """Queue the face neighbours whose check slab holds a voxel >= ``t_move``."""
+        cfg = self.cfg
+        for axis in range(3):
+            for d, direction in enumerate((-1, 1)):
+                value = faces[2 * axis + d]
+                if not value >= cfg.t_move:  # NaN compares False
+                    continue
+                new_pos = list(pos)
+                new_pos[axis] += direction
+                new_pos_t = tuple(new_pos)
+                if new_pos_t in self.visited:
+                    continue
+                if new_pos[axis] < self.pos_min[axis] or new_pos[axis] > self.pos_max[axis]:
+                    continue
+                self.visited.add(new_pos_t)
+                self.proximity[new_pos_t] = min(self.proximity.get(new_pos_t, 1 << 30), self.proximity[pos] + 1)
+                if cfg.move_priority == "descending":
+                    priority = -float(value)
+                elif cfg.move_priority == "proximity":
+                    priority = -float(value) / self.proximity[new_pos_t]
+                else:
+                    priority = float(self.rng.random())
+                heapq.heappush(self.queue, (priority, next(self._counter), new_pos_t))
 
     # ------------------------------------------------------------------ whole fill
 

@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
 from .errors import DataError
-from .util import atomic_path
+from .util import atomic_hdf5
 
 __all__ = ["synthesize_volume", "write_synthetic_hdf5"]
 
@@ -281,6 +281,36 @@ def synthesize_volume(shape: Sequence[int] = (64, 128, 128), seed: int = 0,
     return image_u8, labels.astype(np.uint64)
 
 
+def labelled_intensity_volume(shape: Sequence[int], seed: int = 0, resolution_nm: float = 20.0
+                              ) -> tuple[NDArray[np.float32], NDArray[np.uint64]]:
+    """A synthetic volume in which every object has its own intensity (for rule predictors).
+
+    Benchmarks and tests stand a rule in for the network ("the voxels of the seed's
+    intensity are the object") so that fills move and stop as a good model's would.
+
+    Parameters
+    ----------
+    shape : 3 ints
+        ZYX shape.
+    seed : int
+        Random seed (labels from :func:`synthesize_volume`).
+    resolution_nm : float
+        Isotropic voxel size; objects are physical, so coarser means more objects per voxel.
+
+    Returns
+    -------
+    image : ndarray of float32
+        One intensity per object, spread over [0.2, 0.95].
+    labels : ndarray of uint64
+    """
+    _, labels = synthesize_volume(tuple(shape), seed=seed, resolution=(resolution_nm,) * 3)
+    ids, inverse = np.unique(labels, return_inverse=True)
+    rng = np.random.default_rng(seed + 1)
+    values = rng.permutation(np.linspace(0.2, 0.95, len(ids))).astype(np.float32)
+    values[ids == 0] = 0.05
+    return values[inverse.reshape(labels.shape)], labels
+
+
 def write_synthetic_hdf5(path: str | os.PathLike, shape: Sequence[int] = (64, 128, 128), seed: int = 0,
                          resolution: Sequence[float] = (10.0, 10.0, 10.0)) -> None:
     """Write :func:`synthesize_volume` to an HDF5 file in the CREMI layout.
@@ -294,12 +324,11 @@ def write_synthetic_hdf5(path: str | os.PathLike, shape: Sequence[int] = (64, 12
     DataError
         Bad arguments, or the output directory does not exist.
     """
-    import h5py
 
     image, labels = synthesize_volume(shape, seed, resolution)
     res = np.asarray(resolution, dtype=np.float64)
     chunks = tuple(min(64, s) for s in image.shape)
-    with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
+    with atomic_hdf5(path, suffix=".h5") as f:
         for name, data in (("volumes/raw", image), ("volumes/labels/neuron_ids", labels)):
             ds = f.create_dataset(name, data=data, chunks=chunks, compression="gzip", compression_opts=4)
             ds.attrs["resolution"] = res

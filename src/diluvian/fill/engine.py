@@ -20,6 +20,27 @@ import numpy as np
 from ..region import Block, Region
 
 
+class BatchBuffer:
+    """Preallocated input rows of one batch: regions write their FOVs straight into them.
+
+    Parameters
+    ----------
+    rows : int
+        FOVs per batch.
+    fov_shape : 3 ints
+        Input FOV shape.
+    """
+
+    def __init__(self, rows: int, fov_shape: Sequence[int]) -> None:
+        shape = (int(rows), *(int(s) for s in fov_shape))
+        self.images = np.empty(shape, dtype=np.float32)
+        self.masks = np.empty(shape, dtype=np.float32)
+        self.n = 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
 @dataclass
 class Slot:
     """A region being filled, with its loop counters.
@@ -76,12 +97,23 @@ class RegionStepper:
     def slot(self, key: Any, region: Region) -> Slot:
         return Slot(key, region, next_check=self.callback_interval, next_remask=self.remask_interval or 0)
 
-    def begin(self, slot: Slot) -> list[Block]:
-        """Collect the slot's next blocks; on an empty list ``slot.reason`` says why it stopped."""
+    def begin(self, slot: Slot, buffer: BatchBuffer | None = None) -> list[Block]:
+        """Collect the slot's next blocks; on an empty list ``slot.reason`` says why it stopped.
+
+        With ``buffer``, the blocks' FOVs are written into its next free rows.
+        """
         region = slot.region
         blocks = []
+        first = buffer.n if buffer is not None else 0
         while len(blocks) < self.moves_per_step:
-            block = region.get_next_block()
+            if buffer is not None:
+                if buffer.n >= len(buffer):
+                    break
+                block = region.get_next_block(buffer.images[buffer.n], buffer.masks[buffer.n])
+                if block is not None:
+                    buffer.n += 1
+            else:
+                block = region.get_next_block()
             if block is None:
                 break
             blocks.append(block)
@@ -92,6 +124,8 @@ class RegionStepper:
             slot.next_check += self.callback_interval
             if self.stop_callback(region):
                 slot.reason = "callback"
+                if buffer is not None:
+                    buffer.n = first  # give the rows back
                 return []
         slot.blocks = blocks
         return blocks
@@ -122,8 +156,20 @@ class BatchTimer:
     wait_seconds: float = 0.0
 
 
-def run_batch(predictor: Any, slots: list[Slot], timer: BatchTimer | None = None) -> Any:
-    """Submit the blocks of ``slots`` as one batch; returns a handle for :func:`collect_batch`."""
+def run_batch(predictor: Any, slots: list[Slot], timer: BatchTimer | None = None,
+              buffer: BatchBuffer | None = None) -> Any:
+    """Submit the blocks of ``slots`` as one batch; returns a handle for :func:`collect_batch`.
+
+    With ``buffer`` (the blocks were read into its rows, in order), its first rows are
+    submitted as they are; otherwise the blocks' arrays are passed as lists.
+    """
+    if buffer is not None:
+        n = buffer.n
+        buffer.n = 0
+        if timer is not None:
+            timer.batches += 1
+            timer.fovs += n
+        return predictor.submit(buffer.images[:n], buffer.masks[:n])
     blocks = [b for s in slots for b in s.blocks]
     if timer is not None:
         timer.batches += 1

@@ -1,0 +1,205 @@
+"""Storage for the object-probability masks of regions being filled.
+
+A dense fill runs many regions at once, each with a float32 mask over the
+whole box (NaN = not predicted yet). Two storages give them the array API that
+:class:`~diluvian.region.Region` uses (3D slicing, ``shape``):
+
+- :class:`MaskPool` hands out dense *windows*: one preallocated array per region
+  in flight, covering a box around the seed, reused by the next region once the
+  first is done. Reads and writes inside the window are plain slices (views), so
+  a move costs no per-leaf bookkeeping.
+- :func:`sparse_mask`, a block-sparse :class:`~diluvian.octree.OctreeVolume`,
+  whose memory follows the object wherever it goes.
+
+A window that a region outgrows *spills*: its written part is copied into a
+block-sparse mask, which serves the rest of that region's fill. Both hold the
+same values, so the segmentation does not depend on the storage (tested).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["MaskPool", "WindowMask", "sparse_mask", "window_shape_for"]
+
+
+def sparse_mask(shape: Sequence[int], leaf_shape: Sequence[int]) -> Any:
+    """A NaN-initialised, block-sparse float32 mask of ``shape`` (an ``OctreeVolume``)."""
+    from .octree import OctreeVolume
+
+    return OctreeVolume(tuple(int(s) for s in leaf_shape), (np.zeros(3, dtype=np.int64), np.asarray(shape)),
+                        np.float32, fill_value=np.nan)
+
+
+def window_shape_for(box_shape: Sequence[int], fov_shape: Sequence[int], regions: int,
+                     memory_bytes: int) -> tuple[int, int, int]:
+    """The mask window of a pool: the whole box when ``regions`` of them fit ``memory_bytes``.
+
+    Otherwise a box around the seed, the same fraction of the box along each axis,
+    but at least three FOVs (or the box) along each axis.
+    """
+    box = np.asarray(box_shape, dtype=np.int64)
+    per_region = memory_bytes / max(1, regions) / 4  # float32 voxels
+    if np.prod(box) <= per_region:
+        return tuple(int(v) for v in box)  # type: ignore[return-value]
+    scale = (per_region / np.prod(box)) ** (1 / 3)
+    floor = np.minimum(box, 3 * np.asarray(fov_shape, dtype=np.int64))
+    win = np.maximum(floor, np.floor(box * scale).astype(np.int64))
+    return tuple(int(v) for v in np.minimum(win, box))  # type: ignore[return-value]
+
+
+class WindowMask:
+    """A region's mask: a dense window of a :class:`MaskPool`, NaN outside it.
+
+    Reads may return views of the window: callers copy before they modify what
+    they read (``Region`` does). A write outside the window spills the mask into
+    block-sparse storage for the rest of its life.
+    """
+
+    __slots__ = ("pool", "shape", "dtype", "origin", "end", "data", "sparse", "written_lo", "written_hi", "slot")
+
+    def __init__(self, pool: "MaskPool", slot: int, origin: NDArray[np.int64]) -> None:
+        self.pool = pool
+        self.shape = pool.box_shape
+        self.dtype = np.dtype(np.float32)
+        self.slot = slot
+        self.origin = origin
+        self.end = origin + np.asarray(pool.window, dtype=np.int64)
+        self.data: NDArray[np.float32] | None = pool.slots[slot]
+        self.sparse: Any = None
+        # box written so far, in window coordinates (empty: lo > hi)
+        self.written_lo = np.asarray(pool.window, dtype=np.int64)
+        self.written_hi = np.zeros(3, dtype=np.int64)
+
+    @property
+    def spilled(self) -> bool:
+        return self.sparse is not None
+
+    def _local(self, key: tuple[slice, slice, slice]) -> tuple[int, int, int, int, int, int] | None:
+        o, e = self.origin, self.end
+        z, y, x = key
+        if z.start >= o[0] and z.stop <= e[0] and y.start >= o[1] and y.stop <= e[1] \
+                and x.start >= o[2] and x.stop <= e[2]:
+            return (z.start - o[0], z.stop - o[0], y.start - o[1], y.stop - o[1], x.start - o[2], x.stop - o[2])
+        return None
+
+    def __getitem__(self, key: tuple[slice, slice, slice]) -> NDArray[np.float32]:
+        if self.sparse is not None:
+            return self.sparse[key]
+        loc = self._local(key)
+        if loc is not None:
+            a0, b0, a1, b1, a2, b2 = loc
+            return self.data[a0:b0, a1:b1, a2:b2]  # type: ignore[index]
+        lo = np.array([k.start for k in key], dtype=np.int64)
+        hi = np.array([k.stop for k in key], dtype=np.int64)
+        out = np.full(tuple(hi - lo), np.nan, dtype=np.float32)
+        a = np.maximum(lo, self.origin)
+        b = np.minimum(hi, self.end)
+        if (b > a).all():
+            out[tuple(slice(int(p), int(q)) for p, q in zip(a - lo, b - lo))] = \
+                self.data[tuple(slice(int(p), int(q)) for p, q in zip(a - self.origin, b - self.origin))]
+        return out
+
+    def __setitem__(self, key: tuple[slice, slice, slice], value: Any) -> None:
+        if self.sparse is None:
+            loc = self._local(key)
+            if loc is not None:
+                a0, b0, a1, b1, a2, b2 = loc
+                self.data[a0:b0, a1:b1, a2:b2] = value  # type: ignore[index]
+                wl, wh = self.written_lo, self.written_hi
+                if a0 < wl[0]: wl[0] = a0  # noqa: E701 - hot path, plain compares
+                if a1 < wl[1]: wl[1] = a1  # noqa: E701
+                if a2 < wl[2]: wl[2] = a2  # noqa: E701
+                if b0 > wh[0]: wh[0] = b0  # noqa: E701
+                if b1 > wh[1]: wh[1] = b1  # noqa: E701
+                if b2 > wh[2]: wh[2] = b2  # noqa: E701
+                return
+            self._spill()
+        self.sparse[key] = value
+
+    def _spill(self) -> None:
+        """Move the written part of the window into block-sparse storage."""
+        pool = self.pool
+        self.sparse = sparse_mask(self.shape, pool.leaf_shape)
+        lo, hi = self.written_lo, self.written_hi
+        if (hi > lo).all():
+            g_lo, g_hi = self.origin + lo, self.origin + hi
+            self.sparse[g_lo[0]:g_hi[0], g_lo[1]:g_hi[1], g_lo[2]:g_hi[2]] = \
+                self.data[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]  # type: ignore[index]
+        pool.spills += 1
+        self.release()
+
+    def release(self) -> None:
+        """Give the window back to the pool (reset to NaN where it was written)."""
+        if self.data is None:
+            return
+        lo, hi = self.written_lo, self.written_hi
+        if (hi > lo).all():
+            self.data[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = np.nan
+        self.pool._free.append(self.slot)
+        self.data = None
+
+
+class MaskPool:
+    """Dense mask windows for the regions in flight, in one array, reused from region to region.
+
+    Parameters
+    ----------
+    box_shape : 3 ints
+        Shape of the box being filled (every mask has this shape).
+    window_shape : 3 ints
+        Shape of one window (clipped to the box); see :func:`window_shape_for`.
+    capacity : int
+        Windows in the pool; a region that finds none free gets block-sparse storage.
+    leaf_shape : 3 ints
+        Leaves of the block-sparse storage a window spills into.
+
+    Attributes
+    ----------
+    data : ndarray of float32, shape (capacity, *window)
+        The windows. Allocated at once but touched (NaN-filled) only when a window is
+        first used, so its memory grows with the regions in flight.
+
+    Notes
+    -----
+    A window is centred on its region's seed and shifted to lie inside the box.
+    """
+
+    def __init__(self, box_shape: Sequence[int], window_shape: Sequence[int], capacity: int,
+                 leaf_shape: Sequence[int]) -> None:
+        self.box_shape = tuple(int(s) for s in box_shape)
+        self.window = tuple(int(min(w, b)) for w, b in zip(window_shape, self.box_shape))
+        self.leaf_shape = tuple(int(s) for s in leaf_shape)
+        self.data = np.empty((int(capacity), *self.window), dtype=np.float32)
+        self.slots = self.data  # WindowMask reads its window as slots[slot]
+        self._free: list[int] = []
+        self._unused = 0  # windows [self._unused, capacity) were never touched
+        self.spills = 0
+        self.acquired = 0
+        self.overflow = 0
+
+    def acquire(self, seed: Sequence[int]) -> Any:
+        """NaN mask storage for a region grown from ``seed`` (box coordinates).
+
+        A window around the seed, or block-sparse storage when every window is in use.
+        """
+        if self._free:
+            slot = self._free.pop()
+        elif self._unused < len(self.data):
+            slot = self._unused
+            self._unused += 1
+            self.data[slot] = np.nan
+        else:
+            self.overflow += 1
+            return sparse_mask(self.box_shape, self.leaf_shape)
+        win = np.asarray(self.window, dtype=np.int64)
+        origin = np.clip(np.asarray(seed, dtype=np.int64) - win // 2, 0, np.asarray(self.box_shape) - win)
+        self.acquired += 1
+        return WindowMask(self, slot, origin)
+
+    @property
+    def nbytes_used(self) -> int:
+        return self._unused * int(np.prod(self.window)) * 4
