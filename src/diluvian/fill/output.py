@@ -29,7 +29,7 @@ import numpy as np
 
 from ..config import toml_dumps
 from ..errors import DataError, DatasetNotFoundError
-from ..util import atomic_path, check_writable_dir
+from ..util import atomic_hdf5, atomic_path, check_writable_dir
 from .dense import FillState
 
 log = logging.getLogger(__name__)
@@ -88,26 +88,23 @@ def write_segmentation(path_base: str | os.PathLike, labels: Any, conflicts: Any
     -------
     (hdf5_path, toml_path)
     """
-    import h5py
-
     base = Path(path_base)
     h5_path = base.with_name(base.name + ".hdf5")
     toml_path = base.with_name(base.name + ".toml")
     check_writable_dir(h5_path)
-    with atomic_path(h5_path, suffix=".hdf5") as tmp:
-        with h5py.File(tmp, "w") as f:
-            _write_labels_hdf5(f, labels, conflicts, resolution)
-            if state is not None:
-                g = f.create_group(STATE_GROUP)
-                g.create_dataset("seeds", data=np.asarray(state.seeds, dtype=np.int64).reshape(-1, 3))
-                g.attrs["format"] = STATE_FORMAT
-                g.attrs["next_seed"] = int(state.next_seed)
-                g.attrs["next_label"] = int(state.next_label)
-                g.attrs["entropy"] = str(int(state.entropy))
-                g.attrs["volume"] = state.volume
-                g.attrs["bounds"] = json.dumps([list(map(int, b)) for b in state.bounds])
-                g.attrs["options"] = json.dumps(state.options)
-                g.attrs["stats"] = json.dumps(state.stats)
+    with atomic_hdf5(h5_path, suffix=".hdf5") as f:
+        _write_labels_hdf5(f, labels, conflicts, resolution)
+        if state is not None:
+            g = f.create_group(STATE_GROUP)
+            g.create_dataset("seeds", data=np.asarray(state.seeds, dtype=np.int64).reshape(-1, 3))
+            g.attrs["format"] = STATE_FORMAT
+            g.attrs["next_seed"] = int(state.next_seed)
+            g.attrs["next_label"] = int(state.next_label)
+            g.attrs["entropy"] = str(int(state.entropy))
+            g.attrs["volume"] = state.volume
+            g.attrs["bounds"] = json.dumps([list(map(int, b)) for b in state.bounds])
+            g.attrs["options"] = json.dumps(state.options)
+            g.attrs["stats"] = json.dumps(state.stats)
     name = dataset_name or f"{volume_name} segmentation"
     with atomic_path(toml_path, suffix=".toml") as tmp:
         Path(tmp).write_text(_dataset_toml(name, h5_path.name, resolution, comments))

@@ -24,7 +24,7 @@ from ..config import Config
 from ..errors import ConfigError, DataError
 from ..metrics import binary_scores
 from ..region import Region
-from ..util import atomic_path, check_writable_dir
+from ..util import atomic_hdf5, atomic_path, check_writable_dir
 from .dense import SEED_CHECK_INTERVAL, seed_too_weak
 from .engine import fill_regions
 from .predict import default_move_batch_size, make_predictor
@@ -311,31 +311,28 @@ def write_sparse_fill(regions: list[SparseRegion], cfg: Config, output: str | os
     attributes ``start``, ``stop``, ``seed``, ``label_id``, ``f_score``, ``moves``,
     ``reason``.
     """
-    import h5py
-
     output = Path(output)
     csv_path = output.with_suffix(".csv")
     check_writable_dir(output)
     rows = [_row(r, cfg) for r in regions]
-    with atomic_path(output, suffix=".h5") as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["t_final"] = cfg.model.t_final
-            f.attrs["f_beta"] = cfg.training.validation_metric.beta
-            for r, row in zip(regions, rows):
-                g = f.create_group(f"regions/{r.volume}/{r.index}")
-                kw = dict(compression="gzip", compression_opts=1)
-                g.create_dataset("image", data=r.image, **kw)
-                g.create_dataset("target", data=r.target.astype(np.uint8), **kw)
-                g.create_dataset("prediction", data=r.region.get_mask((0, 0, 0), r.region.shape), **kw)
-                g.create_dataset("body", data=r.body(cfg.model.t_final, cfg.postprocessing.closing_shape)
-                                 .astype(np.uint8), **kw)
-                for key in ("start", "stop", "seed"):
-                    value = getattr(r.bounds, key)
-                    if value is not None:
-                        g.attrs[key] = np.asarray(value, dtype=np.int64)
-                g.attrs["label_id"] = -1 if r.bounds.label_id is None else int(r.bounds.label_id)
-                for key in ("f_score", "precision", "recall", "moves", "reason", "body_voxels"):
-                    g.attrs[key] = row[key]
+    with atomic_hdf5(output, suffix=".h5") as f:
+        f.attrs["t_final"] = cfg.model.t_final
+        f.attrs["f_beta"] = cfg.training.validation_metric.beta
+        for r, row in zip(regions, rows):
+            g = f.create_group(f"regions/{r.volume}/{r.index}")
+            kw = dict(compression="gzip", compression_opts=1)
+            g.create_dataset("image", data=r.image, **kw)
+            g.create_dataset("target", data=r.target.astype(np.uint8), **kw)
+            g.create_dataset("prediction", data=r.region.get_mask((0, 0, 0), r.region.shape), **kw)
+            g.create_dataset("body", data=r.body(cfg.model.t_final, cfg.postprocessing.closing_shape)
+                             .astype(np.uint8), **kw)
+            for key in ("start", "stop", "seed"):
+                value = getattr(r.bounds, key)
+                if value is not None:
+                    g.attrs[key] = np.asarray(value, dtype=np.int64)
+            g.attrs["label_id"] = -1 if r.bounds.label_id is None else int(r.bounds.label_id)
+            for key in ("f_score", "precision", "recall", "moves", "reason", "body_voxels"):
+                g.attrs[key] = row[key]
     with atomic_path(csv_path, suffix=".csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
