@@ -13,7 +13,7 @@
     voxel long, the worst case of our run-length encoding).
 (b) **memory**: writes a ``--large-size``³ pair (default 512³, uint64, 1 GiB each,
     64³ chunks, uncompressed) to an HDF5 file in a temporary directory and runs
-    ``python -m diluvian.evaluate GT PRED`` (CREMI border 25 nm at 4 nm/px) in a
+    ``diluvian evaluate GT PRED`` (CREMI border 25 nm at 4 nm/px) in a
     subprocess; reports its wall time and peak RSS
     (``getrusage(RUSAGE_CHILDREN).ru_maxrss``, taken in a small launcher process:
     a child forked from this big process would inherit its RSS as a starting
@@ -40,7 +40,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from diluvian.evaluate import ContingencyTable, _rand_sums, evaluate_volumes  # noqa: E402
+from diluvian.evaluate import ContingencyTable, evaluate_volumes  # noqa: E402
+from diluvian.evaluate.scores import _rand_sums  # noqa: E402
 
 
 def blob_labels(shape: tuple[int, int, int], z_offset: int, ids: np.ndarray, cell: int,
@@ -144,7 +145,7 @@ def large(size: int, seed: int, tmpdir: str | None) -> dict:
         write_s = time.perf_counter() - t
         out = Path(tmp) / "scores.json"
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
-        cmd = [sys.executable, "-m", "diluvian.evaluate", f"{h5}:gt", f"{h5}:pred",
+        cmd = [sys.executable, "-m", "diluvian", "evaluate", f"{h5}:gt", f"{h5}:pred",
                "--border-threshold", "25", "--json", str(out), "--no-progress"]
         # A forked child's ru_maxrss starts from its parent's RSS at fork time (Linux keeps the
         # high-water mark across exec), and this process holds the arrays of (a): a small
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         r = large(args.large_size, args.seed, args.tmpdir)
         s = r["scores"]
         print(f"\n(b) {r['size']}^3 uint64 pair in HDF5 ({r['file_gib']:.2f} GiB, 64^3 chunks), "
-              f"python -m diluvian.evaluate --border-threshold 25 (4 nm/px) in a subprocess")
+              f"diluvian evaluate --border-threshold 25 (4 nm/px) in a subprocess")
         print(f"  {'write s':>8} {'evaluate s':>11} {'peak RSS MB':>12} {'Mvox/s':>7}   scores")
         print(f"  {r['write_s']:>8.1f} {r['eval_s']:>11.1f} {r['peak_rss_mb']:>12.0f} "
               f"{r['size'] ** 3 / r['eval_s'] / 1e6:>7.1f}   VOI split {s['voi_split']:.4f}, "

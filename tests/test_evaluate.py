@@ -8,6 +8,9 @@ import pytest
 from skimage.metrics import adapted_rand_error, variation_of_information
 
 import diluvian.evaluate as ev
+import diluvian.evaluate.border as ev_border
+import diluvian.evaluate.scores as ev_scores
+import diluvian.evaluate.table as ev_table
 from diluvian.errors import ConfigError, DataError, DatasetNotFoundError
 from diluvian.evaluate import (
     ContingencyTable,
@@ -15,7 +18,6 @@ from diluvian.evaluate import (
     compute_scores,
     evaluate_volumes,
     format_scores,
-    main,
     open_label_array,
 )
 
@@ -85,7 +87,7 @@ def test_rand_matches_brute_force_pairs_and_skimage_pair_convention():
         # divides by the *true* sizes; from the same table sums:
         table = ContingencyTable()
         table.add(gt, pred)
-        sum_n2, sum_a2, sum_b2 = ev._rand_sums(table, "segment")
+        sum_n2, sum_a2, sum_b2 = ev_scores._rand_sums(table, "segment")
         n = table.n_voxels
         are, sk_prec, sk_rec = adapted_rand_error(gt, pred, ignore_labels=(0,))
         assert are == pytest.approx(1 - (sum_n2 - n) / (0.5 * (sum_a2 - n) + 0.5 * (sum_b2 - n)), abs=1e-12)
@@ -236,7 +238,7 @@ def test_table_matches_brute_force(kind):
 
 
 def test_table_reduction_and_merge(monkeypatch):
-    monkeypatch.setattr(ev, "_PENDING_PAIRS", 3)
+    monkeypatch.setattr(ev_table, "_PENDING_PAIRS", 3)
     rng = np.random.default_rng(8)
     gt, pred = random_pair(rng)
     whole = ContingencyTable()
@@ -393,32 +395,6 @@ def test_open_label_array_hdf5_and_zarr(tmp_path):
         open_label_array(f"{store}:other")
 
 
-def test_command_line(tmp_path, capsys):
-    import h5py
-
-    rng = np.random.default_rng(11)
-    gt, pred = random_pair(rng)
-    h5 = tmp_path / "pair.h5"
-    with h5py.File(h5, "w") as f:
-        f["gt"] = gt
-        f["pred"] = pred
-        f["gt"].attrs["resolution"] = f["pred"].attrs["resolution"] = (40.0, 4.0, 4.0)
-        f["pred_other_res"] = pred
-        f["pred_other_res"].attrs["resolution"] = (40.0, 8.0, 8.0)
-    out = tmp_path / "scores.json"
-    assert main([f"{h5}:gt", f"{h5}:pred", "--border-threshold", "8", "--json", str(out), "--no-progress"]) == 0
-    printed = capsys.readouterr().out
-    expected = score(gt, pred, border_threshold_nm=8, resolution=(40, 4, 4))
-    assert json.loads(out.read_text()) == json.loads(json.dumps(expected.to_dict()))
-    assert "CREMI score" in printed and f"{expected.cremi_score:.4f}" in printed
-
-    assert main([f"{h5}:gt", f"{h5}:missing", "--no-progress"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "no dataset 'missing'" in err
-    assert main([f"{h5}:gt", f"{h5}:pred_other_res", "--no-progress"]) == 2
-    assert "resolution attributes differ" in capsys.readouterr().err
-
-
 def test_border_mask_matches_distance_transform():
     """cremi_python's rule, d <= t with d from scipy's EDT of the non-boundary pixels, at many thresholds."""
     from scipy.ndimage import distance_transform_edt
@@ -426,12 +402,12 @@ def test_border_mask_matches_distance_transform():
     rng = np.random.default_rng(12)
     sec = rng.integers(1, 5, size=(6, 7)).repeat(9, 0).repeat(7, 1)[:50, :47]
     sec[20:23, 30:31] = 9  # a thin object: boundaries on both sides
-    boundary = ev._boundaries(sec[None])[0]
+    boundary = ev_border._boundaries(sec[None])[0]
     dist = distance_transform_edt(~boundary)
     for t in (0, 0.5, 1, math.sqrt(2), math.sqrt(2) - 1e-12, 2, 2.5, 3, math.sqrt(8), 6.25, 7, 10.5, 30, 100):
         np.testing.assert_array_equal(border_mask(sec, t), dist <= t, err_msg=f"threshold {t}")
     block = np.stack([sec, sec[::-1, ::-1], np.full_like(sec, 4)])
-    excluded = ev._border_mask_block(block, 6.25)
+    excluded = ev_border._border_mask_block(block, 6.25)
     for z in range(3):
         np.testing.assert_array_equal(excluded[z], border_mask(block[z], 6.25))
 

@@ -514,11 +514,8 @@ def _add_validate(sub, common) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import json
-
     from .errors import ConfigError
-    from .evaluate import evaluate_named_volumes, format_scores
-    from .util import atomic_path
+    from .evaluate import evaluate_named_volumes, format_scores, write_scores_json
     from .volumes import load_volumes
 
     if args.border_threshold < 0:
@@ -530,11 +527,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         partition = _validation_partition(cfg, args.ground_truth_name)
     scores = evaluate_named_volumes(volumes, args.ground_truth_name, args.prediction_name, partition=partition,
                                     border_threshold_nm=args.border_threshold, pred_zero=args.pred_zero,
-                                    n_worst=args.n_worst, progress=sys.stderr.isatty())
+                                    n_worst=args.n_worst, resolution=args.resolution, chunk_shape=args.chunk_shape,
+                                    progress=sys.stderr.isatty() and not args.no_progress)
     print(format_scores(scores))
     if args.json:
-        with atomic_path(args.json, suffix=".json") as tmp:
-            tmp.write_text(json.dumps(scores.to_dict(), indent=2) + "\n")
+        write_scores_json(scores, args.json)
     return 0
 
 
@@ -571,6 +568,11 @@ def _add_evaluate(sub, common) -> None:
                         "singletons for ARAND; default) or 'segment' (one ordinary segment).")
     p.add_argument("--n-worst", type=int, default=10, dest="n_worst",
                    help="How many of the worst split and merged objects to list (default 10).")
+    p.add_argument("--resolution", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                   help="Voxel size in nm for the border mask (default: the ground truth's resolution).")
+    p.add_argument("--chunk-shape", type=int, nargs=3, default=(32, 512, 512), dest="chunk_shape",
+                   metavar=("Z", "Y", "X"), help="Block read at a time; bounds memory (default 32 512 512).")
+    p.add_argument("--no-progress", action="store_true", dest="no_progress", help="No progress bar.")
     p.add_argument("--json", default=None, metavar="FILE", help="Also write every number and option to FILE.")
     p.set_defaults(func=_cmd_evaluate)
 
