@@ -82,20 +82,15 @@ class TorchPredictor:
     def __init__(self, model: Any, device: Any = None, autocast: bool | None = None) -> None:
         import torch
 
+        from ..device import DeviceSetup
+
         self.torch = torch
-        self.model = model.eval()
-        if device is None:
-            try:
-                device = next(model.parameters()).device
-            except StopIteration:
-                device = torch.device("cpu")
-        self.device = torch.device(device)
+        self.setup = DeviceSetup.for_model(model, device, autocast)
+        self.model = self.setup.prepare_model(model.eval())
+        self.device = self.setup.device
         self.device_type = self.device.type
-        self.autocast = (self.device.type == "cuda") if autocast is None else bool(autocast)
+        self.autocast = self.setup.autocast
         self.asynchronous = self.device.type == "cuda"
-        self.channels_last = self.device.type == "cuda"
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last_3d)
         # pinned host buffers, used round-robin: a buffer is reused only after the
         # batch that last used it was collected (at most 2 batches are in flight)
         self._pinned: list[Any] = []
@@ -118,44 +113,28 @@ class TorchPredictor:
             x, m = self._host_buffers(n, tuple(np.shape(images[0])))
             np.stack(images, out=x.numpy()[:, 0])
             np.stack(masks, out=m.numpy()[:, 0])
-            x = x.to(self.device, non_blocking=True)
-            m = m.to(self.device, non_blocking=True)
-            return (x.contiguous(memory_format=torch.channels_last_3d),
-                    m.contiguous(memory_format=torch.channels_last_3d))
+            return self.setup.to_device(x), self.setup.to_device(m)
         x = torch.from_numpy(np.ascontiguousarray(np.stack(images) if isinstance(images, list) else images,
                                                   dtype=np.float32))[:, None]
         m = torch.from_numpy(np.ascontiguousarray(np.stack(masks) if isinstance(masks, list) else masks,
                                                   dtype=np.float32))[:, None]
-        if self.device.type != "cpu":
-            x, m = x.to(self.device), m.to(self.device)
-        return x, m
+        return self.setup.to_device(x), self.setup.to_device(m)
 
     def _forward(self, images: Any, masks: Any):
-        torch = self.torch
         x, m = self._inputs(images, masks)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with self.setup.autocast_context():
             logits = self.model(x, m)
-        return torch.sigmoid(logits.float())[:, 0]
+        return self.torch.sigmoid(logits.float())[:, 0]
 
     def submit(self, images: Any, masks: Any) -> Any:
         """Start a batch: ``images``, ``masks`` are (N, Z, Y, X) arrays or lists of N FOV arrays."""
-        torch = self.torch
-        with torch.inference_mode():
-            probs = self._forward(images, masks)
-            if self.device.type == "cuda":
-                host = torch.empty(probs.shape, dtype=torch.float32, pin_memory=True)
-                host.copy_(probs, non_blocking=True)
-                event = torch.cuda.Event()
-                event.record()
-                return (host, event)
-            return _Done(probs.cpu().numpy())
+        from ..device import HostCopy
+
+        with self.torch.inference_mode():
+            return HostCopy(self._forward(images, masks))
 
     def result(self, handle: Any) -> np.ndarray:
-        if isinstance(handle, _Done):
-            return handle.value
-        host, event = handle
-        event.synchronize()
-        return host.numpy()
+        return handle.numpy()
 
     def __call__(self, images: np.ndarray, masks: np.ndarray) -> np.ndarray:
         return self.result(self.submit(images, masks))

@@ -16,28 +16,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..claim import claim_result
 from ..config import Config
 from ..errors import ConfigError, DataError, ModelError
-from ..util import check_writable_dir
+from ..util import check_writable_dir, fmt_list
 from .dense import DEFAULT_CHECKPOINT_INTERVAL, FillResult, fill_volume_with_model
 from .output import Checkpointer, load_resume, write_segmentation
 
 log = logging.getLogger(__name__)
-
-def resolve_device(cfg: Config, device: Any = None) -> Any:
-    """``device`` or ``[training] device`` (``auto``: CUDA when available)."""
-    import torch
-
-    if device is not None:
-        return torch.device(device)
-    if cfg.training.device == "cpu":
-        return torch.device("cpu")
-    if cfg.training.device == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("[training] device = \"cuda\", but no CUDA device is available")
-        return torch.device("cuda")
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
 
 def explicit_model_keys(config_files: Sequence[str | os.PathLike]) -> set[str]:
     """``[model]`` keys that the ``-c`` files set themselves (``-cd`` entries set none)."""
@@ -87,9 +73,10 @@ def merge_model_config(cli_cfg: Config, model_cfg: Config, config_files: Sequenc
 def load_fill_model(model_file: str | os.PathLike, cli_cfg: Config, config_files: Sequence[str | os.PathLike] = (),
                     device: Any = None) -> tuple[Any, Config]:
     """Load a model file for filling; returns ``(model, effective config)`` (see :func:`merge_model_config`)."""
+    from ..device import select_device
     from ..network import load_model
 
-    device = resolve_device(cli_cfg, device)
+    device = select_device(device if device is not None else cli_cfg.training.device)
     model, model_cfg, _ = load_model(model_file, device)
     return model, merge_model_config(cli_cfg, model_cfg, config_files, model_file)
 
@@ -100,6 +87,15 @@ def _output_name(pattern: str, volume_name: str, n_volumes: int, what: str) -> s
             raise ConfigError(f"{what} {pattern!r}: must contain {{volume}} when filling {n_volumes} volumes")
         return pattern
     return pattern.replace("{volume}", volume_name.replace(os.sep, "_").replace(" ", "_"))
+
+
+def fill_output_paths(pattern: str, names: Sequence[str]) -> list[Path]:
+    """Every file a fill of volumes ``names`` to ``pattern`` may write: ``.hdf5``, ``.toml`` and the checkpoints."""
+    paths = []
+    for name in names:
+        base = Path(_output_name(pattern, name, len(names), "output name"))
+        paths += [base.with_name(base.name + ext) for ext in (".hdf5", ".toml", "_checkpoint.hdf5", "_checkpoint.toml")]
+    return paths
 
 
 @dataclasses.dataclass
@@ -178,8 +174,8 @@ def fill_volumes_to_files(
             if state is not None and state.volume != name:
                 raise DataError(f"resume file {path}: checkpoint of volume {state.volume!r}, not {name!r}")
             if res is not None and not np.allclose(res, volume.resolution):
-                raise DataError(f"resume file {path}: resolution {res} differs from volume {name!r}'s "
-                                f"{list(volume.resolution)}")
+                raise DataError(f"resume file {path}: resolution {fmt_list(res)} differs from volume {name!r}'s "
+                                f"{fmt_list(volume.resolution)}")
             resume = (state, labels, conflicts)
         if not fill_kwargs.get("ignore_mask") and (resume is None or resume[0] is None):
             _check_mask(volume, name)
@@ -199,6 +195,7 @@ def fill_volumes_to_files(
             job.volume, model, cfg, resume_state=state, resume_labels=labels, resume_conflicts=conflicts,
             checkpoint=ckpt, checkpoint_interval=checkpoint_interval or DEFAULT_CHECKPOINT_INTERVAL, rng=rng,
             progress=progress, **fill_kwargs)
+        result = claim_result(job.volume, result, cfg, int(fill_kwargs.get("background_label_id", 0)))  # claim
         write_segmentation(job.out_base, result.labels, result.conflict_count, job.volume.resolution, job.name,
                            comments=comments + [f"Fill result: {result.stats.summary()}"])
         if ckpt is not None:
