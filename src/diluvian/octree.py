@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
+from .util import fmt_list
+
 __all__ = ["OctreeVolume", "parse_index"]
 
 Populator = Callable[[NDArray[np.int64], NDArray[np.int64]], ArrayLike]
@@ -132,7 +134,7 @@ class OctreeVolume:
                  populator: Populator | None = None, fill_value: Any = 0) -> None:
         leaf = np.asarray(leaf_shape, dtype=np.int64).reshape(-1)
         if leaf.shape != (3,) or (leaf < 1).any():
-            raise ValueError(f"leaf_shape: expected 3 positive ints, got {list(np.ravel(leaf_shape))}")
+            raise ValueError(f"leaf_shape: expected 3 positive ints, got {fmt_list(np.ravel(leaf_shape))}")
         if len(bounds) != 2:
             raise ValueError(f"bounds: expected (start, stop), got {bounds!r}")
         start, stop = (np.asarray(b, dtype=np.int64).reshape(-1) for b in bounds)

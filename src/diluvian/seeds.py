@@ -38,6 +38,7 @@ from scipy.spatial import cKDTree
 
 from .config import ModelConfig
 from .errors import ConfigError, DataError
+from .util import fmt_list
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def _as_image(image: NDArray, resolution: Sequence[float]) -> tuple[NDArray[np.f
         raise DataError(f"seed generation: expected a 3D ZYX image, got shape {image.shape}")
     res = np.asarray(resolution, dtype=np.float64)
     if res.shape != (3,) or np.any(res <= 0):
-        raise DataError(f"seed generation: expected 3 positive resolutions (nm), got {list(np.ravel(res))}")
+        raise DataError(f"seed generation: expected 3 positive resolutions (nm), got {fmt_list(np.ravel(res))}")
     return image, res
 
 

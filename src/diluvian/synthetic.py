@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
 from .errors import DataError
-from .util import atomic_hdf5
+from .util import atomic_hdf5, fmt_list
 
 __all__ = ["synthesize_volume", "write_synthetic_hdf5"]
 
@@ -162,9 +162,9 @@ def synthesize_volume(shape: Sequence[int] = (64, 128, 128), seed: int = 0,
     shp = np.asarray(shape, dtype=np.int64).reshape(-1)
     res = np.asarray(resolution, dtype=np.float64).reshape(-1)
     if shp.shape != (3,) or (shp < 8).any():
-        raise DataError(f"synthetic volume shape: expected 3 ints >= 8, got {list(shape)}")
+        raise DataError(f"synthetic volume shape: expected 3 ints >= 8, got {fmt_list(shape)}")
     if res.shape != (3,) or not (np.isfinite(res).all() and (res > 0).all()):
-        raise DataError(f"synthetic volume resolution: expected 3 positive numbers (nm), got {list(resolution)}")
+        raise DataError(f"synthetic volume resolution: expected 3 positive numbers (nm), got {fmt_list(resolution)}")
     rng = np.random.default_rng(seed)
     shape_t = tuple(int(s) for s in shp)
     extent = shp * res

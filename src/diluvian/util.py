@@ -1,4 +1,4 @@
-"""Small helpers shared across modules: atomic output files, logging setup."""
+"""Small helpers shared across modules: atomic output files, logging setup, plain numbers for messages."""
 
 from __future__ import annotations
 
@@ -82,8 +82,6 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     check_writable_dir(path)
-    if path.is_dir():
-        raise DataError(f"{path}: output path is a directory, expected a file name")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
     except OSError as e:
@@ -158,9 +156,46 @@ def _release_quietly(err: BaseException) -> None:
 
 
 def check_writable_dir(path: str | os.PathLike) -> None:
-    """Raise :class:`DataError` unless the directory that will hold ``path`` exists and is writable."""
+    """Raise :class:`DataError` unless the directory that will hold ``path`` exists and is writable
+    and ``path`` itself is not a directory."""
+    if Path(path).is_dir():
+        raise DataError(f"{path}: output path is a directory, expected a file name")
     parent = Path(path).parent if str(Path(path).parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise DataError(f"{path}: output directory {parent} is not a directory")
     if not parent.is_dir():
         raise DataError(f"{path}: output directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise DataError(f"{path}: output directory {parent} is not writable")
+
+
+def fmt_list(values: Any) -> str:
+    """``values`` (a sequence or array of numbers, nested or not) as plain numbers for a message.
+
+    ``[20.0, 20.0, 20.0]``, never ``[np.float64(20.0), ...]`` (what ``list(array)`` shows under
+    numpy 2) nor ``[20. 20. 20.]`` (numpy's own ``str``). Tuples are shown as lists; a numpy
+    float32 keeps its short form (``0.1``, not ``0.10000000149011612``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fmt_list(np.array([20.0, 20.0, 20.0]))
+    '[20.0, 20.0, 20.0]'
+    >>> fmt_list((np.int64(3), [np.float32(0.1), 2]))
+    '[3, [0.1, 2]]'
+    """
+    return str(_plain(values))
+
+
+def _plain(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return _plain(value[()]) if value.ndim == 0 else [_plain(v) for v in value]
+    if isinstance(value, np.floating):
+        return float(str(value))  # numpy's shortest form for the scalar's own precision
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

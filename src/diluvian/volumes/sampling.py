@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import DataError, DatasetNotFoundError
-from ..util import atomic_path
+from ..util import atomic_path, fmt_list
 from .base import Volume
 
 __all__ = [
@@ -68,7 +68,8 @@ class SubvolumeBounds:
         if self.label_id is not None:
             self.label_id = int(self.label_id)
         if (self.start is None) != (self.stop is None):
-            raise DataError(f"subvolume bounds: start and stop go together, got start={self.start}, stop={self.stop}")
+            raise DataError(f"subvolume bounds: start and stop go together, got start={fmt_list(self.start)}, "
+                            f"stop={fmt_list(self.stop)}")
         if self.start is None and self.seed is None:
             raise DataError("subvolume bounds: need start and stop, or a seed")
         if self.start is not None and ((self.stop - self.start - 2 * self.label_margin) <= 0).any():
@@ -171,7 +172,7 @@ def sample_subvolume_bounds(volume: Volume, shape: Sequence[int], rng: np.random
     size = np.asarray(shape, dtype=np.int64).reshape(-1)
     margin_l = _vec3(label_margin)
     if size.shape != (3,) or (size < 1).any():
-        raise DataError(f"volume {volume.name!r}: subvolume shape: expected 3 positive ints, got {list(shape)}")
+        raise DataError(f"volume {volume.name!r}: subvolume shape: expected 3 positive ints, got {fmt_list(shape)}")
     if (margin_l < 0).any() or (size - 2 * margin_l < 1).any():  # type: ignore[operator]
         raise DataError(f"volume {volume.name!r}: label margin {margin_l.tolist()} leaves no labels in a "  # type: ignore[union-attr]
                         f"subvolume of shape {size.tolist()}")
