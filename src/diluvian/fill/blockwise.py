@@ -1,0 +1,787 @@
+"""Blockwise dense fill of volumes larger than one machine, on Dask distributed.
+
+The volume is cut into blocks: a *write box* (the block's share of the output)
+plus a context margin of half an FOV and some moves on every side (the *read
+box*). Each block is filled as a volume of its own by one task
+(:func:`_fill_one_block`), on a ``distributed.LocalCluster`` (default), on an
+existing cluster (``scheduler=ADDRESS``), or in this process (``workers=0``).
+Tasks get the model file's path, the (picklable) config and where the volume is
+(its dataset TOMLs), never a pickled volume: each task reopens the volume lazily
+and reads only its read box.
+
+Phases, each resumable:
+
+1. **fill**: block ``i`` is filled with labels from 1, shifted to the disjoint
+   range ``(i + 1) * ID_STRIDE + label``, and its whole read box is saved to
+   ``<output>.blockwise/blocks/<i>.npz`` (written to a temporary name and renamed:
+   the file is the block's *done* marker).
+2. **reconcile**: neighbouring read boxes overlap by two margins. In each
+   overlap the two blocks' objects are matched by agreement: ``a`` and ``b``
+   are one object when the voxels they share are at least ``agreement_fraction``
+   of ``a``'s and of ``b``'s voxels in the overlap, so that a thin touch or a
+   small leak does not join two neurons. Matches go into a union-find.
+3. **relabel**: every object that reaches a write box gets a final ID,
+   consecutive from 1 in the order of its smallest block-range ID, and each
+   block's write box is written through that map into the output, block by
+   block (``<output>.blockwise/relabelled/<i>`` marks the blocks done).
+
+The output is one zarr v3 group ``<output>.zarr`` holding the uint64 array
+``0`` (chunks tile the write boxes, so no two tasks write one chunk) with OME-Zarr
+(NGFF 0.5) multiscale metadata and a ``resolution`` attribute, plus
+``<output>.toml``, a ``[[zarr]]`` dataset entry ``"<volume> segmentation"`` for
+``-v`` (``evaluate`` and ``view`` read it chunk by chunk). The group's
+``diluvian_blockwise`` attribute is the run's manifest (volume, shape, model,
+config, blocks); a rerun with the same manifest skips finished work and ends with
+exactly the same output, a rerun with another one is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..config import Config, config_to_dict
+from ..errors import ConfigError, DataError, DatasetNotFoundError, DiluvianError
+from ..util import atomic_path, check_writable_dir
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Block", "BlockwiseResult", "VolumeSource", "ID_STRIDE", "blockwise_fill", "dask_client",
+           "match_overlap", "plan_blocks"]
+
+#: Block ``i``'s labels are ``(i + 1) * ID_STRIDE + label`` before the final relabel.
+ID_STRIDE = 2 ** 32
+MANIFEST_FORMAT = 1
+MANIFEST_ATTR = "diluvian_blockwise"
+LABEL_ARRAY = "0"
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """One block: its index, grid position, write box and read box (volume voxels, stop exclusive)."""
+
+    index: int
+    grid: tuple[int, int, int]
+    write_start: tuple[int, int, int]
+    write_stop: tuple[int, int, int]
+    read_start: tuple[int, int, int]
+    read_stop: tuple[int, int, int]
+
+    @property
+    def read_shape(self) -> tuple[int, ...]:
+        return tuple(b - a for a, b in zip(self.read_start, self.read_stop))
+
+
+def block_margin(cfg: Config, margin_moves: int) -> NDArray[np.int64]:
+    """Context margin per axis: half the input FOV plus ``margin_moves`` move steps."""
+    return np.asarray(cfg.model.input_fov_shape, dtype=np.int64) // 2 + \
+        int(margin_moves) * np.asarray(cfg.model.move_step, dtype=np.int64)
+
+
+def min_block_shape(cfg: Config, margin: Sequence[int]) -> NDArray[np.int64]:
+    """Smallest write box per axis: the FOV plus the margin, and two margins (overlaps only between neighbours)."""
+    m = np.asarray(margin, dtype=np.int64)
+    return np.maximum(np.asarray(cfg.model.input_fov_shape, dtype=np.int64) + m, 2 * m)
+
+
+def _axis_cuts(size: int, block: int, smallest: int) -> list[int]:
+    """Block boundaries along one axis; a last piece smaller than ``smallest`` joins the one before."""
+    cuts = list(range(0, size, block)) + [size]
+    if len(cuts) > 2 and cuts[-1] - cuts[-2] < smallest:
+        del cuts[-2]
+    return cuts
+
+
+def plan_blocks(shape: Sequence[int], block_shape: Sequence[int], margin: Sequence[int],
+                smallest: Sequence[int] | None = None) -> list[Block]:
+    """Cut a volume of ``shape`` into blocks of ``block_shape`` with ``margin`` of context on each side.
+
+    Blocks start at multiples of ``block_shape``; the last one along an axis
+    ends at the volume's edge (a remainder smaller than ``smallest`` joins the
+    block before it). Read boxes are clipped to the volume. Blocks are numbered
+    in C order of their grid positions.
+    """
+    shape = [int(s) for s in shape]
+    smallest = list(smallest) if smallest is not None else [0, 0, 0]
+    cuts = [_axis_cuts(n, int(b), int(s)) for n, b, s in zip(shape, block_shape, smallest)]
+    blocks = []
+    for gz in range(len(cuts[0]) - 1):
+        for gy in range(len(cuts[1]) - 1):
+            for gx in range(len(cuts[2]) - 1):
+                g = (gz, gy, gx)
+                ws = tuple(cuts[a][g[a]] for a in range(3))
+                we = tuple(cuts[a][g[a] + 1] for a in range(3))
+                rs = tuple(max(0, ws[a] - int(margin[a])) for a in range(3))
+                re_ = tuple(min(shape[a], we[a] + int(margin[a])) for a in range(3))
+                blocks.append(Block(len(blocks), g, ws, we, rs, re_))  # type: ignore[arg-type]
+    return blocks
+
+
+def chunk_shape_for(block_shape: Sequence[int], largest: int = 64) -> tuple[int, int, int]:
+    """Output chunks that tile every write box: per axis the largest divisor of the block in [16, ``largest``]
+    (the block itself when it has none)."""
+    out = []
+    for b in block_shape:
+        b = int(b)
+        c = next((d for d in range(min(largest, b), 15, -1) if b % d == 0), b)
+        out.append(c)
+    return tuple(out)  # type: ignore[return-value]
+
+
+def _neighbour_pairs(blocks: Sequence[Block]) -> dict[int, list[int]]:
+    """For each block, the later blocks whose read boxes overlap its own (the 13 forward neighbours)."""
+    by_grid = {b.grid: b.index for b in blocks}
+    forward = [(dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+               if (dz, dy, dx) > (0, 0, 0)]
+    out: dict[int, list[int]] = {}
+    for b in blocks:
+        out[b.index] = [by_grid[g] for g in (tuple(p + d for p, d in zip(b.grid, o)) for o in forward)
+                        if g in by_grid]
+    return out
+
+
+# --------------------------------------------------------------------------- reconciliation
+
+
+def match_overlap(a: NDArray, b: NDArray, fraction: float) -> NDArray[np.uint64]:
+    """Pairs of objects that agree in an overlap: ``(label in a, label in b)``, shape (K, 2).
+
+    ``a`` and ``b`` are two fills of the same box (0 = unclaimed). Objects
+    ``x`` of ``a`` and ``y`` of ``b`` match when the voxels they share are at
+    least ``fraction`` of ``x``'s voxels in the box and at least ``fraction``
+    of ``y``'s, so a thin touch, a small leak or a fragment does not join two
+    objects. With ``fraction > 0.5`` an object matches at most one object of the
+    other side.
+    """
+    a = np.asarray(a, dtype=np.uint64).ravel()
+    b = np.asarray(b, dtype=np.uint64).ravel()
+    ua, ia, na = np.unique(a, return_inverse=True, return_counts=True)
+    ub, ib, nb = np.unique(b, return_inverse=True, return_counts=True)
+    both = (a != 0) & (b != 0)
+    pair = ia[both].astype(np.int64) * len(ub) + ib[both]
+    up, count = np.unique(pair, return_counts=True)
+    pa, pb = up // len(ub), up % len(ub)
+    ok = (count >= fraction * na[pa]) & (count >= fraction * nb[pb])
+    return np.stack([ua[pa[ok]], ub[pb[ok]]], axis=1).astype(np.uint64).reshape(-1, 2)
+
+
+class UnionFind:
+    """Union-find over integer IDs; the root of a set is its smallest ID."""
+
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while parent.get(x, x) != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    def union(self, x: int, y: int) -> None:
+        rx, ry = self.find(x), self.find(y)
+        if rx != ry:
+            lo, hi = (rx, ry) if rx < ry else (ry, rx)
+            self.parent[hi] = lo
+
+    def roots(self, ids: NDArray) -> NDArray[np.uint64]:
+        return np.asarray([self.find(int(i)) for i in ids], dtype=np.uint64)
+
+
+def final_ids(core_ids: Sequence[NDArray], matches: Sequence[NDArray]) -> tuple[NDArray, NDArray]:
+    """``(raw IDs, final IDs)``, both sorted by raw ID: one final ID per matched group, consecutive from 1.
+
+    Groups are numbered in the order of their smallest raw ID; only raw IDs that
+    occur in some write box (``core_ids``) are listed.
+    """
+    uf = UnionFind()
+    for m in matches:
+        for x, y in np.asarray(m, dtype=np.uint64).reshape(-1, 2).tolist():
+            uf.union(x, y)
+    raw = np.unique(np.concatenate([np.asarray(c, dtype=np.uint64) for c in core_ids] or [np.zeros(0, np.uint64)]))
+    raw = raw[raw != 0]
+    roots = uf.roots(raw) if uf.parent else raw.copy()
+    order = np.unique(roots)
+    return raw, (np.searchsorted(order, roots) + 1).astype(np.uint64)
+
+
+def _apply_map(labels: NDArray, keys: NDArray, values: NDArray) -> NDArray[np.uint64]:
+    """``labels`` with every key replaced by its value (0 stays 0; keys sorted; every nonzero label is a key)."""
+    out = np.zeros(labels.shape, dtype=np.uint64)
+    nz = labels != 0
+    if nz.any():
+        idx = np.searchsorted(keys, labels[nz])
+        out[nz] = values[idx]
+    return out
+
+
+# --------------------------------------------------------------------------- what the tasks get
+
+
+@dataclasses.dataclass(frozen=True)
+class VolumeSource:
+    """Where a volume is, so that a worker can reopen it: dataset TOMLs and a volume name.
+
+    ``partition`` keeps the validation partition (``fill --partition-volumes``);
+    the volume is downsampled to ``[volume] resolution`` like any fill's.
+    """
+
+    dataset_files: tuple[str, ...]
+    name: str
+    partition: bool = False
+
+    def open(self, cfg: Config) -> Any:
+        """The volume, read lazily (``in_memory=False``)."""
+        from ..volumes import load_volumes
+        from .run import prepare_volumes
+
+        volumes = load_volumes([Path(p) for p in self.dataset_files], in_memory=False)
+        if self.name not in volumes:
+            raise DatasetNotFoundError(f"no volume {self.name!r} in {', '.join(self.dataset_files)}; "
+                                       f"found: {', '.join(map(repr, volumes)) or 'none'}")
+        prepared = prepare_volumes({self.name: volumes[self.name]}, cfg, self.partition)
+        if self.name not in prepared:
+            raise ConfigError(f"volume {self.name!r}: no validation partition matches it")
+        return prepared[self.name]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """Everything a block task needs (picklable; no volume, no network)."""
+
+    source: VolumeSource
+    model: Any  # a model file path (str), or a picklable predict(images, masks) callable
+    cfg: Config
+    options: dict
+    work_dir: str
+    output: str
+    torch_threads: int | None
+
+
+def _load_predictor(job: _Job) -> Any:
+    if not isinstance(job.model, str):
+        return job.model
+    from ..network import load_model
+    from .run import resolve_device
+
+    return load_model(job.model, resolve_device(job.cfg))[0]
+
+
+def _fill_one_block(volume: Any, model: Any, cfg: Config, block: Block, options: dict) -> NDArray[np.uint64]:
+    """Fill block ``block`` of ``volume``: labels from 1 over its read box (0 = unclaimed).
+
+    The read box is filled as a volume of its own (FOVs reflect-padded at its
+    border), from the seeds of the whole read box: an object whose seeds all lie
+    in a neighbour's write box is still filled where it reaches into this one.
+    """
+    from .dense import fill_volume_with_model
+
+    start, stop = np.asarray(block.read_start), np.asarray(block.read_stop)
+    rng = np.random.default_rng([int(cfg.random_seed), int(block.index)])
+    result = fill_volume_with_model(volume, model, cfg, bounds=(start, stop), rng=rng, progress=False, **options)
+    return np.asarray(result.labels, dtype=np.uint64)
+
+
+def _block_file(work_dir: str | Path, index: int) -> Path:
+    return Path(work_dir) / "blocks" / f"{index:07d}.npz"
+
+
+def _relabel_marker(work_dir: str | Path, index: int) -> Path:
+    return Path(work_dir) / "relabelled" / f"{index:07d}"
+
+
+def _peak_rss() -> int:
+    """Peak resident memory of this process in bytes."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _fill_task(job: _Job, block: Block) -> dict:
+    """Dask task: fill one block and save its read box (block-range IDs) as the block's done file."""
+    t0 = time.perf_counter()
+    if job.torch_threads:
+        import torch
+
+        torch.set_num_threads(job.torch_threads)
+    volume = job.source.open(job.cfg)
+    labels = _fill_one_block(volume, _load_predictor(job), job.cfg, block, job.options)
+    offset = np.uint64((block.index + 1) * ID_STRIDE)
+    labels = np.where(labels != 0, labels + offset, np.uint64(0))
+    lo = np.asarray(block.write_start) - np.asarray(block.read_start)
+    hi = np.asarray(block.write_stop) - np.asarray(block.read_start)
+    core = np.unique(labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+    core = core[core != 0]
+    path = _block_file(job.work_dir, block.index)
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, labels=labels, core_ids=core)
+    return {"index": block.index, "objects": int(len(core)), "seconds": time.perf_counter() - t0,
+            "voxels": int(np.prod(block.read_shape)), "peak_rss": _peak_rss(), "pid": os.getpid()}
+
+
+def _load_block(work_dir: str | Path, index: int, what: str = "labels") -> NDArray:
+    path = _block_file(work_dir, index)
+    try:
+        with np.load(path) as f:
+            return f[what]
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{path}: unreadable block file ({e}); rerun with --overwrite") from None
+
+
+def _reconcile_task(job: _Job, blocks: list[Block], index: int, neighbours: list[int], fraction: float) -> NDArray:
+    """Dask task: the matches between block ``index`` and each of its later neighbours."""
+    mine = blocks[index]
+    labels = _load_block(job.work_dir, index)
+    out = [np.zeros((0, 2), dtype=np.uint64)]
+    for j in neighbours:
+        other = blocks[j]
+        lo = np.maximum(mine.read_start, other.read_start)
+        hi = np.minimum(mine.read_stop, other.read_stop)
+        if (hi <= lo).any():
+            continue
+        a = labels[tuple(slice(int(p - s), int(q - s)) for p, q, s in zip(lo, hi, mine.read_start))]
+        theirs = _load_block(job.work_dir, j)
+        b = theirs[tuple(slice(int(p - s), int(q - s)) for p, q, s in zip(lo, hi, other.read_start))]
+        out.append(match_overlap(a, b, fraction))
+    return np.concatenate(out)
+
+
+def _relabel_task(job: _Job, block: Block, keys: NDArray, values: NDArray, chunks: Sequence[int]) -> int:
+    """Dask task: write block ``block``'s write box, relabelled to final IDs, into the output array."""
+    import zarr
+
+    labels = _load_block(job.work_dir, block.index)
+    lo = np.asarray(block.write_start) - np.asarray(block.read_start)
+    hi = np.asarray(block.write_stop) - np.asarray(block.read_start)
+    core = _apply_map(labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], keys, values)
+    arr = zarr.open_array(store=str(Path(job.output) / LABEL_ARRAY), mode="r+")
+    # a chunk a killed run left half-written must not be read back: remove this block's chunks first
+    first = np.asarray(block.write_start) // np.asarray(chunks)
+    last = -(-np.asarray(block.write_stop) // np.asarray(chunks))
+    for c in np.ndindex(*(last - first)):
+        key = arr.metadata.encode_chunk_key(tuple(int(v) for v in first + np.asarray(c)))
+        with contextlib.suppress(FileNotFoundError):
+            (Path(job.output) / LABEL_ARRAY / key).unlink()
+    arr[tuple(slice(a, b) for a, b in zip(block.write_start, block.write_stop))] = core
+    marker = _relabel_marker(job.work_dir, block.index)
+    with atomic_path(marker) as tmp:
+        tmp.write_text("done\n")
+    return block.index
+
+
+# --------------------------------------------------------------------------- running tasks
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None = None, workers: int | None = None, *, threads_per_worker: int = 1,
+                connect_timeout: float = 5.0) -> Iterator[Any]:
+    """A ``distributed.Client``: on an existing scheduler, on a new ``LocalCluster``, or None (serial).
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of a running scheduler (``tcp://host:8786``).
+    workers : int, optional
+        Worker processes of the local cluster (default: the CPU cores); 0 runs
+        everything in this process (yields None). Ignored with ``scheduler``.
+    connect_timeout : float
+        Seconds to wait for ``scheduler``.
+
+    Raises
+    ------
+    ConfigError
+        ``scheduler`` cannot be reached within ``connect_timeout``.
+    """
+    if scheduler is None and workers == 0:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout=connect_timeout)
+        except (OSError, TimeoutError, ValueError) as e:
+            raise ConfigError(f"--scheduler {scheduler}: cannot reach a Dask scheduler within "
+                              f"{connect_timeout:g} s ({' '.join(str(e).split())[:160]})") from None
+        try:
+            log.info("connected to the Dask scheduler %s (%d workers); dashboard: %s", scheduler,
+                     len(client.scheduler_info().get("workers", {})), client.dashboard_link)
+            yield client
+        finally:
+            client.close()
+        return
+    n = int(workers) if workers is not None else (os.cpu_count() or 1)
+    with LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True, dashboard_address=":0",
+                      silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
+        log.info("local Dask cluster with %d workers; dashboard: %s", n, client.dashboard_link)
+        yield client
+
+
+def _run(client: Any, fn: Callable, calls: Sequence[tuple], desc: str, progress: bool,
+         on_result: Callable[[Any], None] | None = None) -> list:
+    """Run ``fn(*args)`` for each ``args`` in ``calls`` (on the cluster, or here when ``client`` is None)."""
+    from tqdm import tqdm
+
+    results = []
+    with tqdm(total=len(calls), desc=desc, unit="block", disable=not progress, dynamic_ncols=True) as bar:
+        if client is None:
+            for args in calls:
+                results.append(fn(*args))
+                if on_result:
+                    on_result(results[-1])
+                bar.update()
+            return results
+        from distributed import as_completed
+
+        futures = [client.submit(fn, *args, pure=False) for args in calls]
+        try:
+            for future in as_completed(futures):
+                results.append(future.result())
+                if on_result:
+                    on_result(results[-1])
+                bar.update()
+        finally:
+            for f in futures:
+                f.cancel()
+    return results
+
+
+# --------------------------------------------------------------------------- manifest and output
+
+
+def _model_fingerprint(model: Any) -> str:
+    if isinstance(model, str):
+        h = hashlib.sha256()
+        try:
+            with open(model, "rb") as f:
+                for piece in iter(lambda: f.read(1 << 20), b""):
+                    h.update(piece)
+        except OSError as e:
+            raise DatasetNotFoundError(f"{model}: cannot read the model file: {e.strerror or e}") from None
+        return f"sha256:{h.hexdigest()}"
+    return f"callable:{getattr(model, '__module__', '?')}.{getattr(model, '__qualname__', type(model).__name__)}"
+
+
+def _manifest(source: VolumeSource, shape: Sequence[int], resolution: Sequence[float], model: Any, cfg: Config,
+              options: dict, block_shape: Sequence[int], margin: Sequence[int], fraction: float,
+              n_blocks: int) -> dict:
+    """What determines the output: a rerun against a store with another manifest is refused."""
+    config = {k: v for k, v in config_to_dict(cfg).items() if k not in ("training", "optimizer")}
+    return json.loads(json.dumps({
+        "format": MANIFEST_FORMAT,
+        "volume": source.name,
+        "dataset_files": [str(Path(p).resolve()) for p in source.dataset_files],
+        "partition": bool(source.partition),
+        "shape": [int(s) for s in shape],
+        "resolution": [float(r) for r in resolution],
+        "model": _model_fingerprint(model),
+        "config": config,
+        "options": options,
+        "block_shape": [int(b) for b in block_shape],
+        "margin": [int(m) for m in margin],
+        "agreement_fraction": float(fraction),
+        "id_stride": ID_STRIDE,
+        "blocks": int(n_blocks),
+    }, sort_keys=True, default=str))
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _differences(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix[:-1]} ({a!r} here, {b!r} wanted)"]
+
+
+def _ome_attrs(name: str, resolution: Sequence[float]) -> dict:
+    """OME-Zarr (NGFF 0.5) multiscale metadata of a one-level ZYX label image in nm."""
+    return {"ome": {"version": "0.5", "multiscales": [{
+        "name": name,
+        "axes": [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"],
+        "datasets": [{"path": LABEL_ARRAY, "coordinateTransformations": [
+            {"type": "scale", "scale": [float(r) for r in resolution]}]}],
+    }]}}
+
+
+def _remove_output(store: Path, work_dir: Path, toml: Path) -> None:
+    """Delete a previous output (``--overwrite``): only a zarr store, its work directory and its TOML."""
+    if store.exists():
+        if store.is_dir() and not (store / "zarr.json").exists() and not (store / ".zgroup").exists():
+            raise DataError(f"{store}: exists and is not a zarr store; not removing it")
+        shutil.rmtree(store) if store.is_dir() else store.unlink()
+    if work_dir.is_dir():
+        shutil.rmtree(work_dir)
+    with contextlib.suppress(FileNotFoundError):
+        toml.unlink()
+
+
+def _open_output(store: Path, shape: Sequence[int], chunks: Sequence[int], resolution: Sequence[float],
+                 name: str, manifest: dict, overwrite: bool, work_dir: Path, toml: Path) -> Any:
+    """Create the output group and array, or reopen one of the same run (checked against ``manifest``)."""
+    import zarr
+
+    if overwrite:
+        _remove_output(store, work_dir, toml)
+    if store.exists():
+        try:
+            group = zarr.open_group(store=str(store), mode="r+")
+            arr = group[LABEL_ARRAY]
+        except Exception as e:  # zarr raises several unrelated types for "not this layout"
+            raise DataError(f"{store}: exists and is not a blockwise fill output ({' '.join(str(e).split())}); "
+                            "use --overwrite to replace it") from None
+        if tuple(arr.shape) != tuple(shape) or np.dtype(arr.dtype) != np.uint64:
+            raise DataError(f"{store}: exists with shape {list(arr.shape)} and dtype {arr.dtype}, expected "
+                            f"{list(shape)} uint64; use --overwrite to replace it")
+        old = group.attrs.get(MANIFEST_ATTR)
+        if not isinstance(old, dict) or "manifest" not in old:
+            raise DataError(f"{store}: exists and was not written by a blockwise fill; use --overwrite to replace it")
+        diff = _differences(old["manifest"], manifest)
+        if diff:
+            raise DataError(f"{store}: holds a blockwise fill of another volume or config (differs: "
+                            f"{'; '.join(diff[:3])}{' ...' if len(diff) > 3 else ''}); use --overwrite to start over")
+        log.info("%s: resuming (%s)", store, "complete" if old.get("complete") else "incomplete")
+        return group
+    check_writable_dir(store)
+    group = zarr.create_group(store=str(store), zarr_format=3, attributes={
+        **_ome_attrs(name, resolution), MANIFEST_ATTR: {"manifest": manifest, "complete": False}})
+    arr = group.create_array(LABEL_ARRAY, shape=tuple(int(s) for s in shape), chunks=tuple(int(c) for c in chunks),
+                             dtype=np.uint64, fill_value=0, dimension_names=("z", "y", "x"))
+    arr.attrs["resolution"] = [float(r) for r in resolution]
+    return group
+
+
+def _write_toml(toml: Path, store: Path, dataset_name: str, resolution: Sequence[float],
+                comments: Sequence[str]) -> None:
+    lines = [f"# {c}" for c in comments] + [
+        "", "[[zarr]]", f"name = {json.dumps(dataset_name)}", f"store = {json.dumps(store.name)}",
+        f"label_array = {json.dumps(LABEL_ARRAY)}",
+        f"resolution = [{', '.join(repr(float(r)) for r in resolution)}]"]
+    with atomic_path(toml, suffix=".toml") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+# --------------------------------------------------------------------------- the fill
+
+
+@dataclasses.dataclass
+class BlockwiseResult:
+    """What :func:`blockwise_fill` did.
+
+    Attributes
+    ----------
+    store, toml : Path
+        The output zarr group and its ``[[zarr]]`` dataset TOML.
+    shape : tuple of 3 ints
+    blocks : int
+        Blocks in the volume.
+    filled : int
+        Blocks filled by this call (the others were done before).
+    objects : int
+        Objects in the output (IDs 1..objects).
+    joined : int
+        Block-range IDs merged into another block's object by reconciliation.
+    seconds : dict of str -> float
+        Wall time of each phase.
+    block_stats : list of dict
+        Per block filled here: ``seconds``, ``voxels`` (read box), ``peak_rss``
+        (bytes, of the process that filled it), ``pid``.
+    """
+
+    store: Path
+    toml: Path
+    shape: tuple[int, int, int]
+    blocks: int
+    filled: int
+    objects: int
+    joined: int
+    seconds: dict
+    block_stats: list
+
+    def summary(self) -> str:
+        return (f"{self.blocks} blocks ({self.filled} filled now), {self.objects} objects, {self.joined} joined "
+                f"across block faces, " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
+
+
+def blockwise_fill(
+    source: VolumeSource,
+    model: Any,
+    cfg: Config,
+    output: str | os.PathLike,
+    *,
+    block_shape: Sequence[int] = (128, 128, 128),
+    margin_moves: int = 2,
+    agreement_fraction: float = 0.5,
+    client: Any = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    keep_blocks: bool = False,
+    torch_threads: int | None = None,
+    comments: Sequence[str] = (),
+    **fill_options: Any,
+) -> BlockwiseResult:
+    """Densely segment a volume block by block, as Dask tasks, into one zarr v3 array.
+
+    Parameters
+    ----------
+    source : VolumeSource
+        The volume's dataset TOMLs and name (tasks reopen it; it is never pickled).
+    model : str or callable
+        A model file path (each task loads it), or a picklable ``predict(images,
+        masks) -> probabilities`` (tests, benchmarks).
+    cfg : Config
+        The effective fill config (the model's ``[model]``/``[network]``).
+    output : path-like
+        Output name without extension: ``<output>.zarr``, ``<output>.toml`` and,
+        while running, ``<output>.blockwise/``.
+    block_shape : 3 ints
+        Write box of a block; clipped to the volume. At least the input FOV plus
+        the margin, and two margins, on every axis the volume is larger than it.
+    margin_moves : int
+        Context margin beyond half the FOV, in move steps.
+    agreement_fraction : float in (0, 1]
+        Reconciliation rule (see :func:`match_overlap`).
+    client : distributed.Client, optional
+        Where the tasks run (see :func:`dask_client`); None runs them here.
+    overwrite : bool
+        Replace an existing output; otherwise an output of this same run is
+        resumed and any other is refused.
+    progress : bool
+        tqdm bars (blocks done / total, ETA).
+    keep_blocks : bool
+        Keep ``<output>.blockwise/`` (the per-block fills) after success.
+    torch_threads : int, optional
+        ``torch.set_num_threads`` in each task.
+    comments : sequence of str
+        Comment lines at the top of the TOML.
+    **fill_options
+        Options of :func:`~diluvian.fill.fill_volume_with_model` (``move_batch_size``,
+        ``max_moves``, ``remask_interval``, ``bias``, ``seed_generator``,
+        ``ordered_seeds``, ``ignore_mask``, ``reject_early_termination``).
+
+    Returns
+    -------
+    BlockwiseResult
+
+    Raises
+    ------
+    DatasetNotFoundError
+        A dataset TOML, the volume or the model file does not exist.
+    DataError
+        A block smaller than the FOV plus the margin; an existing output of
+        another shape or dtype, or of another volume, model or config (without
+        ``overwrite``).
+    ConfigError
+        Bad options.
+    """
+    t_start = time.perf_counter()
+    if not 0.0 < float(agreement_fraction) <= 1.0:
+        raise ConfigError(f"agreement_fraction: expected a fraction in (0, 1], got {agreement_fraction}")
+    if int(margin_moves) < 0:
+        raise ConfigError(f"margin_moves: expected an int >= 0, got {margin_moves}")
+    for bad in ("background_label_id", "resume_state", "resume_labels", "checkpoint", "max_bodies", "bounds",
+                "output", "seeds"):
+        if fill_options.get(bad) not in (None, 0):
+            raise ConfigError(f"blockwise fill: option {bad!r} is not supported (blocks resume by themselves)")
+        fill_options.pop(bad, None)
+    volume = source.open(cfg)
+    shape = tuple(int(s) for s in volume.shape)
+    resolution = [float(r) for r in volume.resolution]
+    bs = np.asarray(block_shape, dtype=np.int64).reshape(-1)
+    if bs.shape != (3,) or (bs < 1).any():
+        raise ConfigError(f"block shape: expected 3 positive ints (Z, Y, X), got {list(np.asarray(block_shape))}")
+    margin = block_margin(cfg, margin_moves)
+    smallest = min_block_shape(cfg, margin)
+    fov = np.asarray(cfg.model.input_fov_shape)
+    if (np.asarray(shape) < fov).any():
+        raise DataError(f"volume {source.name!r}: the model's input FOV {fov.tolist()} is larger than the volume "
+                        f"{list(shape)}")
+    bs = np.minimum(bs, shape)
+    too_small = (bs < smallest) & (bs < np.asarray(shape))
+    if too_small.any():
+        raise DataError(f"block shape {bs.tolist()} is smaller than the FOV {fov.tolist()} plus the margin "
+                        f"{margin.tolist()} (half the FOV + {margin_moves} moves): expected at least "
+                        f"{np.where(too_small, smallest, bs).tolist()}")
+    blocks = plan_blocks(shape, bs, margin, smallest)
+    chunks = chunk_shape_for(bs)
+    options = {k: v for k, v in fill_options.items() if v is not None}
+    manifest = _manifest(source, shape, resolution, model, cfg, options, bs, margin, agreement_fraction,
+                         len(blocks))
+    out = Path(output)
+    store = out.with_name(out.name + ".zarr")
+    toml = out.with_name(out.name + ".toml")
+    work_dir = out.with_name(out.name + ".blockwise")
+    group = _open_output(store, shape, chunks, resolution, f"{source.name} segmentation", manifest, overwrite,
+                         work_dir, toml)
+    state = group.attrs[MANIFEST_ATTR]
+    seconds: dict[str, float] = {}
+    if state.get("complete"):
+        log.info("%s: already complete", store)
+        if not toml.exists():
+            _write_toml(toml, store, f"{source.name} segmentation", resolution, comments)
+        return BlockwiseResult(store, toml, shape, len(blocks), 0, int(state.get("objects", 0)),
+                               int(state.get("joined", 0)), seconds, [])
+    for sub in ("blocks", "relabelled"):
+        (work_dir / sub).mkdir(parents=True, exist_ok=True)
+    job = _Job(source, str(model) if isinstance(model, os.PathLike) else model, cfg, options, str(work_dir),
+               str(store), torch_threads)
+    if client is not None and isinstance(job.model, str):
+        log.info("workers load the model %s", job.model)
+
+    # 1. fill
+    t0 = time.perf_counter()
+    todo = [b for b in blocks if not _block_file(work_dir, b.index).exists()]
+    log.info("%s: %d blocks of %s (+ margin %s), %d to fill, output chunks %s", source.name, len(blocks),
+             bs.tolist(), margin.tolist(), len(todo), list(chunks))
+    stats = _run(client, _fill_task, [(job, b) for b in todo], "blocks filled", progress)
+    seconds["fill"] = time.perf_counter() - t0
+
+    # 2. reconcile
+    t0 = time.perf_counter()
+    neighbours = _neighbour_pairs(blocks)
+    matches = _run(client, _reconcile_task, [(job, blocks, b.index, neighbours[b.index], float(agreement_fraction))
+                                             for b in blocks], "blocks reconciled", progress)
+    core_ids = [_load_block(work_dir, b.index, "core_ids") for b in blocks]
+    raw, final = final_ids(core_ids, matches)
+    joined = int(len(raw) - (int(final.max()) if len(final) else 0))
+    seconds["reconcile"] = time.perf_counter() - t0
+
+    # 3. relabel
+    t0 = time.perf_counter()
+    calls = []
+    for b, ids in zip(blocks, core_ids):
+        if _relabel_marker(work_dir, b.index).exists():
+            continue
+        ids = np.asarray(ids, dtype=np.uint64)
+        calls.append((job, b, ids, final[np.searchsorted(raw, ids)], chunks))
+    _run(client, _relabel_task, calls, "blocks relabelled", progress)
+    seconds["relabel"] = time.perf_counter() - t0
+
+    objects = int(final.max()) if len(final) else 0
+    group.attrs[MANIFEST_ATTR] = {"manifest": manifest, "complete": True, "objects": objects, "joined": joined}
+    _write_toml(toml, store, f"{source.name} segmentation", resolution,
+                list(comments) + [f"Blockwise fill: {len(blocks)} blocks of {bs.tolist()}, margin {margin.tolist()}, "
+                                  f"{objects} objects"])
+    if not keep_blocks:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    seconds["total"] = time.perf_counter() - t_start
+    result = BlockwiseResult(store, toml, shape, len(blocks), len(todo), objects, joined, seconds, stats)
+    log.info("%s: %s", source.name, result.summary())
+    return result
