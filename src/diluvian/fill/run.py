@@ -211,7 +211,7 @@ def _check_mask(volume: Any, name: str) -> None:
     mask = _volume_mask(volume, np.zeros(3, dtype=np.int64), np.asarray(shape))
     if mask is not None and tuple(mask.shape) != shape:
         raise DataError(f"volume {name!r}: mask of shape {list(mask.shape)} differs from the image shape "
-                        f"{list(shape)}")
+                        f"{fmt_list(shape)}")
 
 
 def prepare_volumes(volumes: dict[str, Any], cfg: Config, partition: bool = False) -> dict[str, Any]:
