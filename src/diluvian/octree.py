@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
+from .geometry import index_box
 from .util import fmt_list
 
 __all__ = ["OctreeVolume", "parse_index"]
@@ -29,57 +30,15 @@ def _same_value(a: Any, b: Any) -> bool:
 
 
 def parse_index(key: Any, shape: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
-    """Normalise a basic index of a 3D array to a box.
-
-    Parameters
-    ----------
-    key : int, slice, Ellipsis or a tuple of them
-        As for a NumPy array, but without steps, negative indices or clipping.
-    shape : sequence of 3 ints
-        Shape of the indexed array.
-
-    Returns
-    -------
-    lo, hi : list of 3 ints
-        The box ``[lo, hi)``.
-    kept : list of ints
-        The axes indexed by slices (ints drop their axis from the result).
+    """:func:`diluvian.geometry.index_box` as lists: ``(lo, hi, kept)`` with the box ``[lo, hi)``.
 
     Raises
     ------
     IndexError
         A step, an index outside ``[0, shape]``, or more than 3 indices.
     """
-    if not isinstance(key, tuple):
-        key = (key,)
-    if any(k is Ellipsis for k in key):
-        if sum(k is Ellipsis for k in key) > 1:
-            raise IndexError("an index can only have a single ellipsis ('...')")
-        i = next(i for i, k in enumerate(key) if k is Ellipsis)
-        key = key[:i] + (slice(None),) * (3 - len(key) + 1) + key[i + 1:]
-    if len(key) > 3:
-        raise IndexError(f"too many indices for a 3D array: {len(key)}")
-    key = key + (slice(None),) * (3 - len(key))
-    lo, hi, kept = [], [], []
-    for axis, (k, n) in enumerate(zip(key, shape)):
-        if isinstance(k, slice):
-            if k.step not in (None, 1):
-                raise IndexError(f"axis {axis}: slice steps are not supported, got {k.step}")
-            a = 0 if k.start is None else int(k.start)
-            b = n if k.stop is None else int(k.stop)
-            if a < 0 or b > n or a > b:
-                raise IndexError(f"axis {axis}: slice {a}:{b} is outside [0, {n}]")
-            kept.append(axis)
-        else:
-            if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-                raise IndexError(f"axis {axis}: expected an int or a slice, got {type(k).__name__}")
-            a = int(k)
-            if not 0 <= a < n:
-                raise IndexError(f"axis {axis}: index {a} is outside [0, {n})")
-            b = a + 1
-        lo.append(a)
-        hi.append(b)
-    return lo, hi, kept
+    box, kept = index_box(key, shape)
+    return box.start.tolist(), box.stop.tolist(), kept
 
 
 class OctreeVolume:
@@ -136,7 +95,7 @@ class OctreeVolume:
         if leaf.shape != (3,) or (leaf < 1).any():
             raise ValueError(f"leaf_shape: expected 3 positive ints, got {fmt_list(np.ravel(leaf_shape))}")
         if len(bounds) != 2:
-            raise ValueError(f"bounds: expected (start, stop), got {bounds!r}")
+            raise ValueError(f"bounds: expected (start, stop), got {fmt_list(bounds)}")
         start, stop = (np.asarray(b, dtype=np.int64).reshape(-1) for b in bounds)
         if start.shape != (3,) or stop.shape != (3,) or (stop <= start).any():
             raise ValueError(f"bounds: expected a non-empty 3D box (start, stop), got {start.tolist()}, {stop.tolist()}")
@@ -213,7 +172,7 @@ class OctreeVolume:
         shape = tuple(b - a for a, b in zip(lo, hi))
         if data.shape != shape:
             raise ValueError(f"populator returned shape {list(data.shape)} for the box "
-                             f"{box_start.tolist()}-{box_stop.tolist()}, expected {list(shape)}")
+                             f"{box_start.tolist()}-{box_stop.tolist()}, expected {fmt_list(shape)}")
         first = data.flat[0]
         if np.all(data == first) or (first != first and np.isnan(data).all()):
             leaf = self.dtype.type(first)
@@ -299,7 +258,7 @@ class OctreeVolume:
                 arr = np.broadcast_to(arr, tuple(shape[a] for a in kept)).reshape(shape)
             except ValueError:
                 raise ValueError(f"cannot assign an array of shape {list(np.shape(value))} to a box of shape "
-                                 f"{[shape[a] for a in kept]}") from None
+                                 f"{fmt_list([shape[a] for a in kept])}") from None
         if not all(shape):
             return
         pz, py, px = self._parts(lo, hi)
