@@ -83,6 +83,19 @@ def require_volumes(args: argparse.Namespace) -> dict:
     return load_volumes(args.volume_files, in_memory=args.in_memory)
 
 
+def check_cli_outputs(args: argparse.Namespace, outputs, extra_inputs=()) -> None:
+    """Check every output path of a command before any work (:func:`diluvian.outputs.check_outputs`).
+
+    The inputs no output may overwrite: the ``-v`` dataset TOMLs and the files they name, the ``-c``
+    files, the ``-m`` model and ``extra_inputs``.
+    """
+    from .outputs import check_outputs, dataset_files
+
+    configs = [p for p in args.config_files if Path(p).is_file()]
+    inputs = [*dataset_files(args.volume_files), *configs, args.model_file, *extra_inputs]
+    check_outputs(outputs, inputs)
+
+
 def _add_server_args(p: argparse.ArgumentParser, note: str = "") -> None:
     """``--bind-address``, ``--port`` and ``--open``: where a neuroglancer viewer is served (view, fill, train).
 
@@ -98,15 +111,15 @@ def _add_server_args(p: argparse.ArgumentParser, note: str = "") -> None:
 
 def _serve_viewer(viewer, args: argparse.Namespace) -> None:
     """Print the viewer's URL (one line on stdout), open it with ``--open``, serve until Ctrl-C, stop the server."""
-    from . import view
+    from .view import server
 
     url = viewer.get_viewer_url()
     print(url, flush=True)
     if args.open:
-        view.open_in_browser(url)
+        server.open_in_browser(url)
     print("serving; press Ctrl-C to stop", file=sys.stderr, flush=True)
-    view.wait_for_interrupt()
-    view.stop_server()
+    server.wait_for_interrupt()
+    server.stop_server()
 
 
 def _check_viewer_args(args: argparse.Namespace) -> None:
@@ -124,13 +137,13 @@ def _viewer_server(args: argparse.Namespace) -> Iterator[None]:
     if not args.viewer:
         yield
         return
-    from . import view
+    from .view import server
 
-    view.start_server(args.bind_address, args.port)
+    server.start_server(args.bind_address, args.port)
     try:
         yield
     except BaseException:
-        view.stop_server()
+        server.stop_server()
         raise
 
 
@@ -161,6 +174,7 @@ def _add_check_config(sub, common) -> None:
 def _cmd_synthesize(args: argparse.Namespace) -> int:
     from .synthetic import write_synthetic_hdf5
 
+    check_cli_outputs(args, [args.output_file])
     write_synthetic_hdf5(args.output_file, shape=tuple(args.shape), seed=args.seed,
                          resolution=tuple(args.resolution))
     print(f"wrote {args.output_file}")
@@ -246,8 +260,6 @@ def _cmd_fill(args: argparse.Namespace) -> int:
     from .config import seed_everything
     from .fill.run import fill_volumes_to_files, load_fill_model, prepare_volumes
 
-    from .util import check_writable_dir
-
     cli_cfg = load_cli_config(args)
     _check_fill_args(args)
     _check_viewer_args(args)
@@ -255,7 +267,13 @@ def _cmd_fill(args: argparse.Namespace) -> int:
         from .errors import ConfigError
 
         raise ConfigError("fill needs a trained model: give it with -m/--model-file")
-    check_writable_dir(args.segmentation_output_file.replace("{volume}", "volume") + ".hdf5")
+    from .fill.run import fill_output_paths
+    from .outputs import dataset_names
+
+    resume = [args.resume_filename.replace("{volume}", n) for n in dataset_names(args.volume_files)] \
+        if args.resume_filename else []
+    check_cli_outputs(args, fill_output_paths(args.segmentation_output_file, dataset_names(args.volume_files)),
+                      resume)
     rng = seed_everything(cli_cfg.random_seed)
     model, cfg = load_fill_model(args.model_file, cli_cfg, args.config_files)
     volumes = prepare_volumes(require_volumes(args), cfg, args.partition_volumes)
@@ -341,6 +359,15 @@ def _cmd_sparse_fill(args: argparse.Namespace) -> int:
         from .errors import ConfigError
 
         raise ConfigError("sparse-fill needs a trained model: give it with -m/--model-file")
+    if args.num_regions < 1:
+        from .errors import DataError
+
+        raise DataError(f"--num-regions: expected an int >= 1, got {args.num_regions}")
+    from .outputs import dataset_names
+
+    bounds = [args.bounds_input_file.replace("{volume}", n) for n in dataset_names(args.volume_files)] \
+        if args.bounds_input_file else []
+    check_cli_outputs(args, [args.output, str(Path(args.output).with_suffix(".csv"))], bounds)
     rng = seed_everything(cli_cfg.random_seed)
     model, cfg = load_fill_model(args.model_file, cli_cfg, args.config_files)
     volumes = prepare_volumes(require_volumes(args), cfg, args.partition_volumes)
@@ -382,8 +409,14 @@ def _add_sparse_fill(sub, common) -> None:
 def _cmd_gen_subv_bounds(args: argparse.Namespace) -> int:
     from .config import seed_everything
     from .fill.sparse import write_subvolume_bounds
+    from .outputs import dataset_names
 
     cfg = load_cli_config(args)
+    if args.num_bounds < 1:
+        from .errors import DataError
+
+        raise DataError(f"num_bounds: expected an int >= 1, got {args.num_bounds}")
+    check_cli_outputs(args, [args.bounds_output_file.replace("{volume}", n) for n in dataset_names(args.volume_files)])
     rng = seed_everything(cfg.random_seed)
     if args.model_file is not None:  # the model's FOV and move step size the subvolumes
         from .fill.run import load_fill_model
@@ -420,6 +453,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     _check_viewer_args(args)
     cfg = load_cli_config(args)
+    _check_train_outputs(args)
     if args.model_file is not None:
         cfg = config_for_model_file(cfg, args.model_file, args.config_files)
     rng = seed_everything(cfg.random_seed)
@@ -430,12 +464,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                early_restart=args.early_restart, rng=rng, max_minutes=args.max_minutes)
         print(result.summary(), flush=True)
         if args.viewer:
-            from .view import show_trained_sample
+            from .sample_fill import fill_validation_sample
+            from .view import show_training_sample
 
-            viewer, _ = show_trained_sample(result.model_file, volumes, bind_address=args.bind_address,
-                                            port=args.port)
+            s = fill_validation_sample(result.model_file, volumes)
+            viewer = show_training_sample(s.image, s.mask_input, s.target, s.prediction, s.resolution,
+                                          bind_address=args.bind_address, port=args.port)
             _serve_viewer(viewer, args)
     return 0
+
+
+def _check_train_outputs(args: argparse.Namespace) -> None:
+    """BASE.{pt,toml,csv,png}, a -mc checkpoint and BASE_logs/ (--tensorboard), before training starts."""
+    from .outputs import check_output_dir
+
+    base = args.model_output_filebase
+    outputs = [base + ext for ext in (".pt", ".toml", ".csv", ".png")]
+    if args.model_checkpoint_file:
+        from .errors import ConfigError
+        from .training.outputs import CSV_FIELDS, checkpoint_name
+
+        with contextlib.suppress(ConfigError):  # a field only the epoch has: checked when it is written
+            outputs.append(checkpoint_name(args.model_checkpoint_file, 1, dict.fromkeys(CSV_FIELDS[1:], 0.0)))
+    check_cli_outputs(args, outputs)
+    if args.tensorboard:
+        check_output_dir(base + "_logs")
 
 
 def _add_train(sub, common) -> None:
@@ -486,9 +539,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     cfg = config_for_model_file(load_cli_config(args), args.model_file, args.config_files)
     seed_everything(cfg.random_seed)
     if args.json_file is not None:
-        from .util import check_writable_dir
-
-        check_writable_dir(args.json_file)
+        check_cli_outputs(args, [args.json_file])
     result = validate_model(cfg, require_volumes(args), args.model_file)
     print(f"Metric: {result.metric}")
     print(f"All: {[round(v, 6) for v in result.per_subvolume]}")
@@ -521,6 +572,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.border_threshold < 0:
         raise ConfigError(f"--border-threshold: expected a distance >= 0 nm, got {args.border_threshold}")
     cfg = load_cli_config(args)
+    if args.json:
+        direct = [n.rsplit(":", 1)[0] for n in (args.ground_truth_name, args.prediction_name) if ":" in n]
+        check_cli_outputs(args, [args.json], direct)
     volumes = load_volumes(args.volume_files, in_memory=False) if args.volume_files else {}
     partition = None
     if args.partition_volumes:
