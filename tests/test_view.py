@@ -339,14 +339,14 @@ def test_a_coarser_segmentation_is_upsampled_onto_the_volume(tmp_path):
     coarse = labels[::2, ::2, ::2]
     vols = {"a": make_volume("a", image, resolution=res),
             "a segmentation": make_volume("a segmentation", labels=coarse, resolution=(20.0, 20.0, 20.0))}
-    got, offset = view._aligned_labels(vols["a segmentation"], "a segmentation", vols["a"], vols["a"], "a")
+    got, offset = view.datasets._aligned_labels(vols["a segmentation"], "a segmentation", vols["a"], vols["a"], "a")
     np.testing.assert_array_equal(np.asarray(got), labels)  # the quadrant edges fall on even voxels
     viewer = view_volumes(vols, segmentation="a segmentation", wait=False)
     assert tuple(local_volume(viewer, "a segmentation labels").shape) == (32, 24, 8)  # XYZ
     # a 20 nm fill of the validation partition only (the default partitions: Z half 1, sections 4..7)
     vols["a segmentation"] = make_volume("a segmentation", labels=labels[4::2, ::2, ::2], resolution=(20.0,) * 3)
     part = view.validation_parts({"a": vols["a"]}, None)["a"]
-    got, offset = view._aligned_labels(vols["a segmentation"], "a segmentation", vols["a"], part, "a")
+    got, offset = view.datasets._aligned_labels(vols["a segmentation"], "a segmentation", vols["a"], part, "a")
     assert offset == (4, 0, 0)
     np.testing.assert_array_equal(np.asarray(got), labels[4:])
     paths = snapshot_volumes(vols, tmp_path / "p.png", "a$", partition_volumes=True, segmentation="a segmentation")
@@ -491,7 +491,7 @@ def test_cli_view_serves_until_interrupted(dataset_toml, monkeypatch, capsys):
         with urllib.request.urlopen(url, timeout=10) as reply:
             served.append(reply.status)
 
-    monkeypatch.setattr(diluvian.view, "wait_for_interrupt", fetch_instead_of_waiting)
+    monkeypatch.setattr(diluvian.view.server, "wait_for_interrupt", fetch_instead_of_waiting)
     assert main(["view", "-v", str(dataset_toml), "--no-in-memory"]) == 0
     assert served == [200]
 
@@ -506,3 +506,17 @@ def test_cli_view_port_in_use(dataset_toml, capsys):
         assert main(["view", "-v", str(dataset_toml), "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"cannot serve the viewer on 127.0.0.1:{port}" in err
+
+
+def test_view_loads_no_model_and_runs_no_fill():
+    """view only shows arrays and volumes: importing it (every submodule) pulls in no network, training,
+    fill or torch (``train --viewer``'s model fill is diluvian.sample_fill's)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, diluvian.view, diluvian.view.datasets, diluvian.view.results, diluvian.view.snapshots; "
+            "print([m for m in ('diluvian.training', 'diluvian.network', 'diluvian.fill', 'diluvian.sample_fill', "
+            "'torch') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    assert not hasattr(view, "show_trained_sample")

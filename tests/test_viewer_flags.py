@@ -1,7 +1,8 @@
 """``fill --viewer`` and ``train --viewer``: the viewers shown at the end of a fill or a training run,
-and their library functions (:func:`diluvian.view.show_fill_results`, :func:`diluvian.view.show_trained_sample`).
+and their library functions (:func:`diluvian.view.show_fill_results`, and
+:func:`diluvian.sample_fill.fill_validation_sample` shown by :func:`diluvian.view.show_training_sample`).
 
-Serving never blocks here: ``diluvian.view.wait_for_interrupt`` is replaced by a function that
+Serving never blocks here: ``diluvian.view.server.wait_for_interrupt`` is replaced by a function that
 checks the printed URL answers over HTTP and returns at once.
 """
 
@@ -17,11 +18,12 @@ import pytest
 pytest.importorskip("neuroglancer")
 h5py = pytest.importorskip("h5py")
 
-import diluvian.view as view  # noqa: E402
+import diluvian.view.server as view_server  # noqa: E402
 from diluvian.cli import main  # noqa: E402
 from diluvian.config import load_config  # noqa: E402
 from diluvian.errors import DataError, DatasetNotFoundError  # noqa: E402
-from diluvian.view import show_fill_results, show_trained_sample, stop_server  # noqa: E402
+from diluvian.sample_fill import fill_validation_sample  # noqa: E402
+from diluvian.view import show_fill_results, show_training_sample, stop_server  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +37,7 @@ def served(monkeypatch, capsys):
     """Replace the wait for Ctrl-C: record the URL printed so far (stdout) and the viewer's HTTP status,
     and keep every viewer made, in ``served["viewers"]``."""
     record = {"urls": [], "status": [], "viewers": []}
-    make_viewer = view.make_viewer
+    make_viewer = view_server.make_viewer
 
     def keep(*args, **kwargs):
         viewer = make_viewer(*args, **kwargs)
@@ -51,8 +53,8 @@ def served(monkeypatch, capsys):
         with urllib.request.urlopen(url, timeout=10) as reply:
             record["status"].append(reply.status)
 
-    monkeypatch.setattr(view, "make_viewer", keep)
-    monkeypatch.setattr(view, "wait_for_interrupt", instead_of_waiting)
+    monkeypatch.setattr(view_server, "make_viewer", keep)
+    monkeypatch.setattr(view_server, "wait_for_interrupt", instead_of_waiting)
     return record
 
 
@@ -176,8 +178,8 @@ def test_cli_fill_viewer_port_in_use_fails_before_filling(fill_data, served, cap
 def test_cli_fill_server_stopped_when_the_fill_fails(fill_data, served, capsys, monkeypatch):
     # a missing resume file fails inside fill_volumes_to_files, after the server was started
     started = []
-    start_server = view.start_server
-    monkeypatch.setattr(view, "start_server", lambda *a: (started.append(a), start_server(*a)))
+    start_server = view_server.start_server
+    monkeypatch.setattr(view_server, "start_server", lambda *a: (started.append(a), start_server(*a)))
     bad = fill_data["dir"] / "missing.toml"
     rc, _, err = run(capsys, "fill", "-v", fill_data["toml"], "-m", fill_data["model"], *FILL_ARGS, "--viewer",
                      "--resume-file", bad, fill_data["dir"] / "x_{volume}")
@@ -239,7 +241,7 @@ def train_cfg_path(write_tiny_train_config):
     return write_tiny_train_config(training_size=4, validation_size=2, total_epochs=1)
 
 
-def test_show_trained_sample_fills_the_first_validation_subvolume(train_cfg_path, tiny_volume, tmp_path):
+def test_fill_validation_sample_fills_the_first_validation_subvolume(train_cfg_path, tiny_volume, tmp_path):
     import torch
 
     from diluvian.network import build_network, save_model
@@ -253,7 +255,10 @@ def test_show_trained_sample_fills_the_first_validation_subvolume(train_cfg_path
     expected = validation_subvolumes(cfg, val_vols)
 
     for index in (0, 1):
-        viewer, info = show_trained_sample(tmp_path / "m.pt", volumes, index=index)
+        sample = fill_validation_sample(tmp_path / "m.pt", volumes, index=index)
+        viewer = show_training_sample(sample.image, sample.mask_input, sample.target, sample.prediction,
+                                      sample.resolution)
+        info = sample.info
         sub = expected[index]
         assert layer_names(viewer) == ["image", "mask input", "target", "prediction"]
         np.testing.assert_allclose(layer_data(viewer, "image"), sub.image)
@@ -267,7 +272,7 @@ def test_show_trained_sample_fills_the_first_validation_subvolume(train_cfg_path
         assert info["volume"] == "tiny" and info["seed"] == sub.seed.tolist() and info["moves"] >= 1
         assert 0 <= info["metric"] <= 1
     with pytest.raises(DataError, match="index"):
-        show_trained_sample(tmp_path / "m.pt", volumes, index=-1)
+        fill_validation_sample(tmp_path / "m.pt", volumes, index=-1)
 
 
 def test_cli_train_viewer_shows_a_training_sample(train_cfg_path, tiny_dataset_toml, tmp_path, served, capsys):

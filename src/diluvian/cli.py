@@ -267,6 +267,8 @@ def _cmd_fill(args: argparse.Namespace) -> int:
         from .errors import ConfigError
 
         raise ConfigError("fill needs a trained model: give it with -m/--model-file")
+    if _blockwise_args(args):
+        return _fill_blockwise(args, cli_cfg)
     from .fill.run import fill_output_paths
     from .outputs import dataset_names
 
@@ -293,6 +295,41 @@ def _cmd_fill(args: argparse.Namespace) -> int:
 
             viewer = show_fill_results(volumes, results, bind_address=args.bind_address, port=args.port)
             _serve_viewer(viewer, args)
+    return 0
+
+
+def _blockwise_args(args: argparse.Namespace) -> bool:
+    """True with ``--blockwise``; its flags without it, or flags it cannot take, are errors."""
+    from .errors import ConfigError
+
+    own = [f for f, v in (("--scheduler", args.scheduler), ("--workers", args.workers),
+                          ("--block-shape", args.block_shape), ("--overwrite", args.overwrite)) if v]
+    if not args.blockwise:
+        if own:
+            raise ConfigError(f"{', '.join(own)}: only with --blockwise")
+        return False
+    other = [f for f, v in (("--viewer", args.viewer), ("--resume-file", args.resume_filename),
+                            ("--max-bodies", args.max_bodies), ("--background-label-id", args.background_label_id))
+             if v]
+    if other:
+        raise ConfigError(f"{', '.join(other)}: not with --blockwise (a blockwise fill resumes by itself: rerun it)")
+    return True
+
+
+def _fill_blockwise(args: argparse.Namespace, cli_cfg) -> int:
+    from .fill.blockwise import fill_volumes_blockwise
+    from .fill.run import load_fill_model
+
+    _, cfg = load_fill_model(args.model_file, cli_cfg, args.config_files)
+    results = fill_volumes_blockwise(
+        args.volume_files, args.model_file, cfg, args.segmentation_output_file, partition=args.partition_volumes,
+        scheduler=args.scheduler, workers=args.workers, block_shape=args.block_shape, overwrite=args.overwrite,
+        progress=sys.stderr.isatty(), move_batch_size=args.move_batch_size, max_moves=args.max_moves,
+        remask_interval=args.remask_interval, bias=args.bias, seed_generator=args.seed_generator,
+        ordered_seeds=args.ordered_seeds, ignore_mask=args.ignore_mask,
+        reject_early_termination=args.reject_early_termination)
+    for name, result in results.items():
+        print(f"{name}: {result.summary()} -> {result.toml}", flush=True)
     return 0
 
 
@@ -341,6 +378,21 @@ def _add_fill(sub, common) -> None:
     p.add_argument("--checkpoint-interval", dest="checkpoint_interval", type=int, default=50,
                    help="Write a checkpoint every this many bodies (default: 50; 0: never). Checkpoints are "
                         "removed once the output is written.")
+    g = p.add_argument_group("blockwise fill on Dask", "Cut each volume into blocks filled as Dask tasks; "
+                             "write SEGMENTATION_OUTPUT_FILE.zarr (zarr v3, uint64, OME-Zarr 0.5) and .toml. "
+                             "Rerunning the same command resumes: finished blocks are skipped.")
+    g.add_argument("--blockwise", action="store_true", default=False,
+                   help="Fill block by block on a Dask cluster (default: a local cluster, one worker per core).")
+    g.add_argument("--block-shape", dest="block_shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                   help="Write box of one block in voxels (default: [blockwise] block_shape); each block is "
+                        "filled with a margin of half an FOV plus [blockwise] margin_moves moves around it.")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="Address of a running Dask scheduler (tcp://host:8786) instead of a local cluster.")
+    g.add_argument("--workers", type=int, default=None,
+                   help="Worker processes of the local cluster (default: the CPU cores; 0: no cluster, "
+                        "every block in this process).")
+    g.add_argument("--overwrite", action="store_true", default=False,
+                   help="Replace an existing output instead of resuming it.")
     p.add_argument("segmentation_output_file",
                    help="Filename for the HDF5 segmentation output, without extension. Should contain "
                         "\"{volume}\", which will be substituted with the volume name for each respective "
