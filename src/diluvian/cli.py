@@ -73,14 +73,15 @@ def load_cli_config(args: argparse.Namespace):
     return load_config(args.config_files, overrides=overrides)
 
 
-def require_volumes(args: argparse.Namespace) -> dict:
-    """Load the ``-v`` dataset TOMLs; an error when none was given."""
+def require_volumes(args: argparse.Namespace, cfg=None) -> dict:
+    """Load the ``-v`` dataset TOMLs (``cfg``'s ``[volume] nonfinite`` for NaN/Inf images); an error when none was given."""
     from .errors import ConfigError
     from .volumes import load_volumes
 
     if not args.volume_files:
         raise ConfigError("no volumes: give one or more dataset TOML files with -v/--volume-file")
-    return load_volumes(args.volume_files, in_memory=args.in_memory)
+    nonfinite = cfg.volume.nonfinite if cfg is not None else "error"
+    return load_volumes(args.volume_files, in_memory=args.in_memory, nonfinite=nonfinite)
 
 
 def check_cli_outputs(args: argparse.Namespace, outputs, extra_inputs=()) -> None:
@@ -202,7 +203,7 @@ def _cmd_view(args: argparse.Namespace) -> int:
     if args.point is not None and args.snapshot is None:
         raise ConfigError("--point applies to --snapshot only")
     cfg = load_cli_config(args)
-    volumes = require_volumes(args)
+    volumes = require_volumes(args, cfg)
     if args.snapshot is not None:
         for path in snapshot_volumes(volumes, args.snapshot, args.volume_name_regex, point=args.point,
                                      segmentation=args.segmentation, partition_volumes=args.partition_volumes,
@@ -278,7 +279,7 @@ def _cmd_fill(args: argparse.Namespace) -> int:
                       resume)
     rng = seed_everything(cli_cfg.random_seed)
     model, cfg = load_fill_model(args.model_file, cli_cfg, args.config_files)
-    volumes = prepare_volumes(require_volumes(args), cfg, args.partition_volumes)
+    volumes = prepare_volumes(require_volumes(args, cfg), cfg, args.partition_volumes)
     with _viewer_server(args):
         results = fill_volumes_to_files(
             volumes, model, cfg, args.segmentation_output_file, model_file=args.model_file,
@@ -303,7 +304,8 @@ def _blockwise_args(args: argparse.Namespace) -> bool:
     from .errors import ConfigError
 
     own = [f for f, v in (("--scheduler", args.scheduler), ("--workers", args.workers),
-                          ("--block-shape", args.block_shape), ("--overwrite", args.overwrite)) if v]
+                          ("--block-shape", args.block_shape), ("--overwrite", args.overwrite))
+           if v not in (None, False)]
     if not args.blockwise:
         if own:
             raise ConfigError(f"{', '.join(own)}: only with --blockwise")
@@ -422,7 +424,7 @@ def _cmd_sparse_fill(args: argparse.Namespace) -> int:
     check_cli_outputs(args, [args.output, str(Path(args.output).with_suffix(".csv"))], bounds)
     rng = seed_everything(cli_cfg.random_seed)
     model, cfg = load_fill_model(args.model_file, cli_cfg, args.config_files)
-    volumes = prepare_volumes(require_volumes(args), cfg, args.partition_volumes)
+    volumes = prepare_volumes(require_volumes(args, cfg), cfg, args.partition_volumes)
     interactive = args.interactive if args.interactive is not None else (sys.stdin.isatty() and sys.stdout.isatty())
     summary = sparse_fill_to_files(
         volumes, model, cfg, args.output, bounds_pattern=args.bounds_input_file, num_regions=args.num_regions,
@@ -474,7 +476,7 @@ def _cmd_gen_subv_bounds(args: argparse.Namespace) -> int:
         from .fill.run import load_fill_model
 
         cfg = load_fill_model(args.model_file, cfg, args.config_files)[1]
-    volumes = require_volumes(args)
+    volumes = require_volumes(args, cfg)
     for path in write_subvolume_bounds(volumes, cfg, args.bounds_output_file, args.num_bounds,
                                        bounds_num_moves=tuple(args.bounds_num_moves), rng=rng):
         print(f"wrote {path}")
@@ -509,7 +511,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.model_file is not None:
         cfg = config_for_model_file(cfg, args.model_file, args.config_files)
     rng = seed_everything(cfg.random_seed)
-    volumes = require_volumes(args)
+    volumes = require_volumes(args, cfg)
     with _viewer_server(args):
         result = train_network(cfg, volumes, args.model_output_filebase, model_file=args.model_file,
                                checkpoint_pattern=args.model_checkpoint_file, tensorboard=args.tensorboard,
@@ -592,7 +594,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     seed_everything(cfg.random_seed)
     if args.json_file is not None:
         check_cli_outputs(args, [args.json_file])
-    result = validate_model(cfg, require_volumes(args), args.model_file)
+    result = validate_model(cfg, require_volumes(args, cfg), args.model_file)
     print(f"Metric: {result.metric}")
     print(f"All: {[round(v, 6) for v in result.per_subvolume]}")
     print(f"Loss: {result.loss}")
@@ -627,7 +629,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         direct = [n.rsplit(":", 1)[0] for n in (args.ground_truth_name, args.prediction_name) if ":" in n]
         check_cli_outputs(args, [args.json], direct)
-    volumes = load_volumes(args.volume_files, in_memory=False) if args.volume_files else {}
+    volumes = load_volumes(args.volume_files, in_memory=False, nonfinite=cfg.volume.nonfinite) \
+        if args.volume_files else {}
     partition = None
     if args.partition_volumes:
         partition = _validation_partition(cfg, args.ground_truth_name)

@@ -62,13 +62,20 @@ class VolumeConfig:
     label_downsampling : {"majority", "conjunction"}
         How a binary object mask is downsampled: block mean > 0.5, or all
         sub-voxels set.
+    nonfinite : {"error", "mask"}
+        NaN/Inf image voxels: ``"error"`` stops at the first one read (naming the
+        dataset and the voxel); ``"mask"`` treats them as missing data: they read
+        as 0, are left out of the valid-data mask (seeds, training samples) and
+        their ground truth reads as label 0 (not evaluated).
     """
 
     resolution: Vec3f = (0.0, 0.0, 0.0)
     label_downsampling: str = "majority"
+    nonfinite: str = "error"
 
     def __post_init__(self) -> None:
         _check_choice("volume.label_downsampling", self.label_downsampling, ("majority", "conjunction"))
+        _check_choice("volume.nonfinite", self.nonfinite, ("error", "mask"))
         if any(r < 0 for r in self.resolution):
             raise ConfigError(f"[volume] resolution: expected 3 non-negative numbers, got {list(self.resolution)}")
 
@@ -452,10 +459,11 @@ class PostprocessingConfig:
         label instead of a new one. 0 turns it off (every body gets a new label, as in the
         original diluvian).
     boundary_sigma : float
-        Gaussian smoothing (voxels) of the image for its boundary evidence (flood guards
-        and claiming); membranes are dark.
-    membrane_percentile : float
-        Voxels darker than this percentile of the smoothed image are membranes.
+        Scale (voxels) of the image's boundary evidence, the Hessian's largest eigenvalue
+        (:func:`~diluvian.postprocessing.boundary_evidence`), for flood guards and claiming.
+    membrane_fraction : float
+        The share of the voxels with the strongest boundary evidence that are membranes
+        (:func:`~diluvian.postprocessing.membrane_mask`).
     guard_interval : int
         Dense fill: moves between flood checks of a region (:mod:`diluvian.fill.guards`);
         0 turns the guards off.
@@ -476,7 +484,7 @@ class PostprocessingConfig:
     min_body_size: int = 100
     merge_overlap_fraction: float = 0.1
     boundary_sigma: float = 1.0
-    membrane_percentile: float = 20.0
+    membrane_fraction: float = 0.2
     guard_interval: int = 20
     guard_max_leak: float = 0.5
     claim: bool = True
@@ -489,14 +497,44 @@ class PostprocessingConfig:
                               f"got {self.merge_overlap_fraction}")
         if self.closing_shape and len(self.closing_shape) != 3:
             raise ConfigError(f"[postprocessing] closing_shape: expected [] or 3 ints, got {list(self.closing_shape)}")
-        if not 0.0 <= self.membrane_percentile < 100.0:
-            raise ConfigError(f"[postprocessing] membrane_percentile: expected a percentile in [0, 100), "
-                              f"got {self.membrane_percentile}")
+        if not 0.0 <= self.membrane_fraction < 1.0:
+            raise ConfigError(f"[postprocessing] membrane_fraction: expected a fraction in [0, 1), "
+                              f"got {self.membrane_fraction}")
         if not 0.0 <= self.guard_max_leak <= 1.0:
             raise ConfigError(f"[postprocessing] guard_max_leak: expected a fraction in [0, 1], got {self.guard_max_leak}")
         for key in ("boundary_sigma", "guard_interval", "claim_grow_distance", "claim_min_size"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"[postprocessing] {key}: expected a number >= 0, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class BlockwiseConfig:
+    """``[blockwise]``: blockwise fill on Dask (``fill --blockwise``, :mod:`diluvian.fill.blockwise`).
+
+    Attributes
+    ----------
+    block_shape : tuple of 3 ints
+        Write box of one block (ZYX voxels, at the working resolution); each task fills it
+        plus a margin on every side. ``--block-shape`` overrides it.
+    margin_moves : int
+        Context margin beyond half the input FOV, in move steps.
+    agreement_fraction : float
+        Objects of two neighbouring blocks are one object when the voxels they share in the
+        blocks' overlap are at least this fraction of each one's voxels there.
+    """
+
+    block_shape: Vec3i = (128, 128, 128)
+    margin_moves: int = 2
+    agreement_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if len(self.block_shape) != 3 or min(self.block_shape) < 1:
+            raise ConfigError(f"[blockwise] block_shape: expected 3 positive ints, got {list(self.block_shape)}")
+        if self.margin_moves < 0:
+            raise ConfigError(f"[blockwise] margin_moves: expected an int >= 0, got {self.margin_moves}")
+        if not 0.0 < self.agreement_fraction <= 1.0:
+            raise ConfigError(f"[blockwise] agreement_fraction: expected a fraction in (0, 1], "
+                              f"got {self.agreement_fraction}")
 
 
 @dataclass(frozen=True)
@@ -510,6 +548,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     postprocessing: PostprocessingConfig = field(default_factory=PostprocessingConfig)
+    blockwise: BlockwiseConfig = field(default_factory=BlockwiseConfig)
 
 
 # --------------------------------------------------------------------------- loading
@@ -844,6 +883,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "config_to_toml",
+    "toml_dumps",
     "get_config_value",
     "format_config_value",
     "read_toml",

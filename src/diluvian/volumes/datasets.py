@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..errors import ConfigError, DatasetNotFoundError
 from ._entries import closest
 from .base import Volume
+from .finite import apply_nonfinite_policy
 from .hdf5 import HDF5Volume
 from .imagestack import ImageStackVolume
 from .tensorstore import TensorStoreVolume
@@ -68,7 +69,8 @@ def read_dataset_toml(path: str | os.PathLike) -> dict[str, Any]:
     return doc
 
 
-def load_volumes(paths: Sequence[str | os.PathLike], in_memory: bool = True) -> dict[str, Volume]:
+def load_volumes(paths: Sequence[str | os.PathLike], in_memory: bool = True,
+                 nonfinite: str = "error") -> dict[str, Volume]:
     """All volumes described by one or more dataset TOML files.
 
     Parameters
@@ -80,6 +82,9 @@ def load_volumes(paths: Sequence[str | os.PathLike], in_memory: bool = True) -> 
     in_memory : bool
         Load each volume into memory (:meth:`Volume.to_memory`); otherwise
         arrays are read lazily from the files.
+    nonfinite : {"error", "mask"}
+        NaN/Inf image voxels: an error as they are read, or missing data
+        (``[volume] nonfinite``, see :mod:`diluvian.volumes.finite`).
 
     Returns
     -------
@@ -94,7 +99,7 @@ def load_volumes(paths: Sequence[str | os.PathLike], in_memory: bool = True) -> 
         Invalid TOML, unknown tables or keys, a TOML without volumes, or two
         volumes with the same name.
     DataError
-        Unusable data (shapes, dtypes, resolutions).
+        Unusable data (shapes, dtypes, resolutions; a non-finite image voxel when loading into memory).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -111,7 +116,7 @@ def load_volumes(paths: Sequence[str | os.PathLike], in_memory: bool = True) -> 
                 if isinstance(name, str) and name in volumes:
                     raise ConfigError(f"{path}: [[{table}]] {name!r}: duplicate volume name "
                                       f"(already defined in {origin[name]})")
-                volume = TABLES[table](entry, path, number=number)
+                volume = apply_nonfinite_policy(TABLES[table](entry, path, number=number), nonfinite)
                 if in_memory:
                     volume = volume.to_memory()
                 volumes[volume.name] = volume
