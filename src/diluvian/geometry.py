@@ -23,7 +23,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .errors import DataError
 
-__all__ = ["Box", "index_box"]
+__all__ = ["Box", "index_box", "index_bounds"]
 
 
 def _ints3(value: Any) -> NDArray[np.int64] | None:
@@ -235,6 +235,20 @@ def index_box(key: Any, shape: Sequence[int]) -> tuple[Box, list[int]]:
         A step, an index outside ``[0, shape]``, or more than 3 indices (an
         ``IndexError``, as NumPy raises for a bad index).
     """
+    lo, hi, kept = index_bounds(key, shape)
+    return Box._trusted(np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64)), kept
+
+
+def index_bounds(key: Any, shape: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
+    """:func:`index_box` as plain lists ``(lo, hi, kept)``, for hot paths (array reads)."""
+    if type(key) is tuple and len(key) == 3:  # the common case: 3 in-range slices without steps
+        k0, k1, k2 = key
+        if type(k0) is slice and type(k1) is slice and type(k2) is slice \
+                and k0.step is None and k1.step is None and k2.step is None:
+            lo = [0 if k.start is None else int(k.start) for k in key]
+            hi = [int(n) if k.stop is None else int(k.stop) for k, n in zip(key, shape)]
+            if all(0 <= a <= b <= n for a, b, n in zip(lo, hi, shape)):
+                return lo, hi, [0, 1, 2]
     if not isinstance(key, tuple):
         key = (key,)
     if any(k is Ellipsis for k in key):
@@ -265,4 +279,4 @@ def index_box(key: Any, shape: Sequence[int]) -> tuple[Box, list[int]]:
             b = a + 1
         lo.append(a)
         hi.append(b)
-    return Box._trusted(np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64)), kept
+    return lo, hi, kept

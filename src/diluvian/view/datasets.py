@@ -132,7 +132,7 @@ def _aligned_labels(seg, seg_name: str, full, shown, ref_name: str) -> tuple[Any
     of neither shape whose resolution is an integer multiple of the volume's (a fill at
     20 nm of 10 nm data) is upsampled, nearest neighbour, to the volume's voxels.
     """
-    from ..volumes.base import ArrayWindow, UpsampledLabels
+    from ..arrays import CroppedArray, UpsampledLabels
 
     full_shape = np.asarray(full.shape, dtype=np.int64)
     shown_shape = np.asarray(shown.shape, dtype=np.int64)
@@ -152,7 +152,7 @@ def _aligned_labels(seg, seg_name: str, full, shown, ref_name: str) -> tuple[Any
 
         if fits(full_shape):
             up = UpsampledLabels(seg.labels, f, full_shape)
-            return (up if shown is full else ArrayWindow(up, offset, shown_shape)), offset
+            return (up if shown is full else CroppedArray(up, offset, shown_shape)), offset
         if shown is not full and fits(shown_shape):
             return UpsampledLabels(seg.labels, f, shown_shape), offset
     what = f"volume {ref_name!r} {full_shape.tolist()} at {list(_resolution(full))} nm"

@@ -15,25 +15,24 @@ world_offset)``.
 from __future__ import annotations
 
 import logging
-from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..arrays import LazyArray, UpsampledLabels
 from ..errors import ConfigError, DataError
-from ..octree import parse_index
+from ..geometry import Box
 
 if TYPE_CHECKING:
     from .sampling import Subvolume, SubvolumeBounds
 
-__all__ = ["LABEL_DOWNSAMPLING_MODES", "LazyArray", "NdarrayVolume", "Volume", "image_to_float"]
+__all__ = ["LABEL_DOWNSAMPLING_MODES", "Box", "LazyArray", "NdarrayVolume", "UpsampledLabels", "Volume",
+           "image_to_float"]
 
 logger = logging.getLogger(__name__)
 
 LABEL_DOWNSAMPLING_MODES = ("majority", "conjunction")
-
-Box = tuple[NDArray[np.int64], NDArray[np.int64]]
 
 
 def image_to_float(data: ArrayLike) -> NDArray[np.float32]:
@@ -60,98 +59,6 @@ def as_resolution(value: Any, where: str) -> NDArray[np.float64]:
         shown = value.tolist() if isinstance(value, np.ndarray) else value
         raise DataError(f"{where}: resolution: expected 3 positive numbers (nm, ZYX), got {shown!r}")
     return res
-
-
-def box_slices(start: Sequence[int], stop: Sequence[int]) -> tuple[slice, slice, slice]:
-    """``(slice(start[0], stop[0]), ...)`` for indexing a ZYX array."""
-    return tuple(slice(int(a), int(b)) for a, b in zip(start, stop))  # type: ignore[return-value]
-
-
-class LazyArray(ABC):
-    """Base of read-only array-likes that compute a box on demand.
-
-    Subclasses set ``shape`` and ``dtype`` and implement ``_read(start, stop)``.
-    Indexing follows :func:`diluvian.octree.parse_index` (slices without steps,
-    ints, ``...``), so ``arr[...]`` or ``np.asarray(arr)`` reads everything.
-    """
-
-    ndim = 3
-    shape: tuple[int, int, int]
-    dtype: np.dtype
-
-    @abstractmethod
-    def _read(self, start: NDArray[np.int64], stop: NDArray[np.int64]) -> NDArray:
-        """The box ``[start, stop)`` (clipped to ``shape`` by the caller) as an ndarray."""
-
-    def __getitem__(self, key: Any) -> NDArray:
-        lo, hi, kept = parse_index(key, self.shape)
-        out = np.asarray(self._read(np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64)))
-        if len(kept) < 3:
-            out = out.reshape(tuple(hi[a] - lo[a] for a in kept))
-        return out
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> NDArray:
-        out = self[...]
-        return out if dtype is None else out.astype(dtype, copy=False)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype})"
-
-
-class UpsampledLabels(LazyArray):
-    """Nearest-neighbour upsampling of a label array by integer factors, read box by box.
-
-    Parameters
-    ----------
-    labels : array-like (Z, Y, X)
-        Labels at the coarser resolution.
-    factors : 3 ints
-        Upsampling factor per axis.
-    shape : 3 ints
-        Shape of the result; voxels beyond ``labels.shape * factors`` are 0.
-    """
-
-    def __init__(self, labels: Any, factors: Sequence[int], shape: Sequence[int]) -> None:
-        self.labels = labels
-        self.factors = np.asarray(factors, dtype=np.int64)
-        self.shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
-        self.dtype = np.dtype(labels.dtype)
-
-    def _read(self, start: NDArray[np.int64], stop: NDArray[np.int64]) -> NDArray:
-        f = self.factors
-        out = np.zeros(tuple(int(n) for n in stop - start), dtype=self.dtype)
-        lo = start // f
-        hi = np.minimum(-(-stop // f), np.asarray(self.labels.shape))
-        if (hi <= lo).any():
-            return out
-        coarse = np.asarray(self.labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
-        fine = coarse.repeat(f[0], axis=0).repeat(f[1], axis=1).repeat(f[2], axis=2)
-        a = start - lo * f
-        b = np.minimum(stop, hi * f) - lo * f
-        part = fine[a[0]:b[0], a[1]:b[1], a[2]:b[2]]
-        out[:part.shape[0], :part.shape[1], :part.shape[2]] = part
-        return out
-
-
-class ArrayWindow(LazyArray):
-    """A box ``[start, start + shape)`` of a ZYX array-like, read on demand."""
-
-    def __init__(self, array: Any, start: Sequence[int], shape: Sequence[int]) -> None:
-        self.array = array
-        self.start = np.asarray(start, dtype=np.int64)
-        self.shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
-        self.dtype = np.dtype(array.dtype)
-
-    def _read(self, start: NDArray[np.int64], stop: NDArray[np.int64]) -> NDArray:
-        a, b = self.start + start, self.start + stop
-        return np.asarray(self.array[a[0]:b[0], a[1]:b[1], a[2]:b[2]])
 
 
 def _check_mode(mode: str) -> None:
@@ -232,7 +139,7 @@ class Volume:
         if 0 in self.shape:
             raise DataError(f"{where}: empty array of shape {list(self.shape)}")
         self.resolution = as_resolution(resolution, where)
-        self._mask_bounds: Box | None = None
+        self._mask_bounds: Box | None = None  # local voxels
         if mask_bounds is not None:
             self._mask_bounds = self._checked_mask_bounds(mask_bounds, where)
 
@@ -246,8 +153,7 @@ class Volume:
                 or (mb[1] > shape).any() or (mb[1] < mb[0]).any()):
             raise DataError(f"{where}: mask_bounds: expected [[z0, y0, x0], [z1, y1, x1]] inside the volume "
                             f"of shape {list(self.shape)}, got {np.asarray(value).tolist()}")
-        mb = mb.astype(np.int64)
-        return mb[0], mb[1]
+        return Box(mb[0], mb[1])
 
     def __repr__(self) -> str:
         parts = [k for k in ("image", "labels", "mask") if getattr(self, k) is not None]
@@ -282,24 +188,22 @@ class Volume:
         """The local voxels that contain world voxels ``coords`` (shape (..., 3)); floor division."""
         return (np.asarray(coords, dtype=np.int64) - self.world_offset) // self.world_scale
 
-    def local_box_to_world(self, start: ArrayLike, stop: ArrayLike) -> Box:
+    def local_box_to_world(self, start: ArrayLike, stop: ArrayLike) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """The world box ``(start, stop)`` covered by the local box ``[start, stop)``."""
         return self.local_to_world(start), self.local_to_world(stop)
 
     # ------------------------------------------------------------------ reading
 
-    def _check_box(self, start: ArrayLike, stop: ArrayLike) -> Box:
-        a = np.asarray(start).reshape(-1)
-        b = np.asarray(stop).reshape(-1)
-        ok = a.shape == (3,) and b.shape == (3,) and np.issubdtype(a.dtype, np.number) \
-            and np.issubdtype(b.dtype, np.number) and np.array_equal(a, np.round(a)) and np.array_equal(b, np.round(b))
-        if ok:
-            a, b = a.astype(np.int64), b.astype(np.int64)
-            ok = bool((a >= 0).all() and (b >= a).all() and (b <= np.asarray(self.shape)).all())
-        if not ok:
+    def _check_box(self, start: ArrayLike, stop: ArrayLike) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """``(start, stop)`` as int64 arrays, or a DataError unless the box lies inside the volume."""
+        try:
+            box: Box | None = Box(start, stop)
+        except DataError:
+            box = None
+        if box is None or (box.start < 0).any() or (box.stop > np.asarray(self.shape)).any():
             raise DataError(f"volume {self.name!r}: box {np.asarray(start).tolist()}-{np.asarray(stop).tolist()} "
                             f"is not inside the volume of shape {list(self.shape)}")
-        return a, b
+        return box.start.copy(), box.stop.copy()
 
     def get_image(self, start: ArrayLike, stop: ArrayLike) -> NDArray[np.float32]:
         """The image in the box ``[start, stop)`` as float32 in [0, 1] (see :func:`image_to_float`).
@@ -364,13 +268,13 @@ class Volume:
 
     # Root implementations: read the arrays. Views override these.
     def _read_image(self, start: NDArray[np.int64], stop: NDArray[np.int64]) -> NDArray[np.float32]:
-        return image_to_float(self.image[box_slices(start, stop)])
+        return image_to_float(self.image[Box(start, stop).slices])
 
     def _read_labels(self, start: NDArray[np.int64], stop: NDArray[np.int64]) -> NDArray:
-        return np.asarray(self.labels[box_slices(start, stop)])
+        return np.asarray(self.labels[Box(start, stop).slices])
 
     def _read_mask(self, start: NDArray[np.int64], stop: NDArray[np.int64]) -> NDArray[np.bool_]:
-        return np.asarray(self.mask[box_slices(start, stop)]) != 0
+        return np.asarray(self.mask[Box(start, stop).slices]) != 0
 
     def _read_label_mask(self, start: NDArray[np.int64], stop: NDArray[np.int64], label_id: int,
                          mode: str) -> NDArray[np.bool_]:
@@ -392,19 +296,19 @@ class Volume:
     # ------------------------------------------------------------------ mask bounds
 
     @property
-    def mask_bounds(self) -> Box:
+    def mask_bounds(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """Bounding box ``(start, stop)`` (local voxels, stop exclusive) of the valid-data mask.
 
         The whole volume when there is no mask; an empty box when the mask is empty.
         """
         if self._mask_bounds is None:
             self._mask_bounds = self._compute_mask_bounds()
-        return self._mask_bounds[0].copy(), self._mask_bounds[1].copy()
+        return self._mask_bounds.start.copy(), self._mask_bounds.stop.copy()
 
     def _compute_mask_bounds(self) -> Box:
         shape = np.asarray(self.shape, dtype=np.int64)
         if self.mask is None:
-            return np.zeros(3, dtype=np.int64), shape
+            return Box.from_shape(shape)
         # Read in slabs of Z to bound memory on large lazy masks.
         any_z = np.zeros(shape[0], dtype=bool)
         any_y = np.zeros(shape[1], dtype=bool)
@@ -417,13 +321,13 @@ class Volume:
             any_y |= slab.any(axis=(0, 2))
             any_x |= slab.any(axis=(0, 1))
         if not any_z.any():
-            return np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64)
+            return Box((0, 0, 0), (0, 0, 0))
         start, stop = [], []
         for flags in (any_z, any_y, any_x):
             idx = np.flatnonzero(flags)
             start.append(idx[0])
             stop.append(idx[-1] + 1)
-        return np.asarray(start, dtype=np.int64), np.asarray(stop, dtype=np.int64)
+        return Box(start, stop)
 
     # ------------------------------------------------------------------ derived volumes
 
@@ -508,7 +412,7 @@ class Volume:
                   for k in ("image", "labels", "mask")}
         mb = self._mask_bounds if self.parent is None else None
         return NdarrayVolume(self.name, resolution=self.resolution,
-                             mask_bounds=None if mb is None else np.stack(mb), **arrays)
+                             mask_bounds=None if mb is None else np.stack(tuple(mb)), **arrays)
 
     # ------------------------------------------------------------------ subvolumes
 

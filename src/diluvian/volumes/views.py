@@ -15,24 +15,12 @@ from typing import Any, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..arrays import CroppedArray, LazyArray
 from ..errors import ConfigError, DataError
-from .base import Box, LazyArray, Volume
+from ..geometry import Box
+from .base import Volume
 
 __all__ = ["DownsampledVolume", "PartitionedVolume", "block_mode"]
-
-
-class _CroppedArray(LazyArray):
-    """The box ``[offset, offset + shape)`` of a parent array-like."""
-
-    def __init__(self, parent: Any, offset: NDArray[np.int64], shape: tuple[int, int, int]) -> None:
-        self._parent = parent
-        self._offset = offset
-        self.shape = shape
-        self.dtype = np.dtype(parent.dtype)
-
-    def _read(self, start: NDArray[np.int64], stop: NDArray[np.int64]) -> NDArray:
-        a, b = start + self._offset, stop + self._offset
-        return np.asarray(self._parent[a[0]:b[0], a[1]:b[1], a[2]:b[2]])
 
 
 class _VolumeArray(LazyArray):
@@ -161,9 +149,9 @@ class PartitionedVolume(_View):
         self.partitioning = p
         self.index = i
         self.offset = offset
-        self.image = None if parent.image is None else _CroppedArray(parent.image, offset, shape)
-        self.labels = None if parent.labels is None else _CroppedArray(parent.labels, offset, shape)
-        self.mask = None if parent.mask is None else _CroppedArray(parent.mask, offset, shape)
+        self.image = None if parent.image is None else CroppedArray(parent.image, offset, shape)
+        self.labels = None if parent.labels is None else CroppedArray(parent.labels, offset, shape)
+        self.mask = None if parent.mask is None else CroppedArray(parent.mask, offset, shape)
 
     def __repr__(self) -> str:
         return (f"PartitionedVolume({self.parent!r}, partitioning={self.partitioning.tolist()}, "
@@ -171,9 +159,7 @@ class PartitionedVolume(_View):
 
     def _compute_mask_bounds(self) -> Box:
         pa, pb = self.parent.mask_bounds
-        start = np.clip(pa - self.offset, 0, self.shape)
-        stop = np.maximum(start, np.clip(pb - self.offset, 0, self.shape))
-        return start, stop
+        return Box(pa, pb).shift(-self.offset).clip(self.shape)
 
 
 def _pool_shape(arr: NDArray, factor: NDArray[np.int64]) -> tuple[int, ...]:
@@ -269,9 +255,8 @@ class DownsampledVolume(_View):
 
     def _compute_mask_bounds(self) -> Box:
         if self.mask is None:
-            return np.zeros(3, dtype=np.int64), np.asarray(self.shape, dtype=np.int64)
+            return Box.from_shape(self.shape)
         pa, pb = self.parent.mask_bounds
         # Pooled voxels are valid only when their whole block is, so they lie inside these bounds.
         start = np.minimum(-(-pa // self.scale), self.shape)
-        stop = np.maximum(start, np.minimum(pb // self.scale, self.shape))
-        return start, stop
+        return Box(start, np.maximum(start, np.minimum(pb // self.scale, self.shape)))
