@@ -520,7 +520,7 @@ class BlockwiseConfig:
         Context margin beyond half the input FOV, in move steps.
     agreement_fraction : float
         Objects of two neighbouring blocks are one object when the voxels they share in the
-        blocks' overlap are at least this fraction of each one's voxels there.
+        blocks' overlap are at least this fraction of the smaller one's voxels there.
     """
 
     block_shape: Vec3i = (128, 128, 128)

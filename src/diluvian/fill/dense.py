@@ -54,9 +54,11 @@ from numpy.typing import NDArray
 
 from ..config import Config
 from ..errors import DataError
+from ..masks import MaskPool, sparse_mask, window_shape_for
 from ..region import Region
-from .engine import BatchTimer, RegionStepper, Slot, collect_batch, run_batch
+from .engine import BatchBuffer, BatchTimer, RegionStepper, Slot, apply_batch, run_batch
 from .predict import default_move_batch_size, make_predictor
+from .guards import guard_of  # guard:
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +150,11 @@ class FillStats:
     batches: int = 0
     seconds: float = 0.0
     forward_wait_seconds: float = 0.0
+
+    @property
+    def mean_batch(self) -> float:
+        """Average FOVs per forward pass (batch occupancy times the batch size)."""
+        return self.moves / self.batches if self.batches else 0.0
 
     @property
     def fov_per_second(self) -> float:
@@ -286,14 +293,6 @@ class LazyImage:
         return arr if dtype is None else arr.astype(dtype)
 
 
-def sparse_mask(shape: Sequence[int], leaf_shape: Sequence[int]) -> Any:
-    """A NaN-initialised, block-sparse float32 mask of ``shape`` (an ``OctreeVolume``)."""
-    from ..octree import OctreeVolume
-
-    return OctreeVolume(tuple(int(s) for s in leaf_shape), (np.zeros(3, dtype=np.int64), np.asarray(shape)),
-                        np.float32, fill_value=np.nan)
-
-
 def _mask_value(region: Region, voxel: NDArray[np.int64]) -> float:
     z, y, x = (int(v) for v in voxel)
     return float(np.asarray(region.mask[z:z + 1, y:y + 1, x:x + 1]).reshape(()))
@@ -332,11 +331,20 @@ def _write_body(labels: Any, conflicts: Any, start: NDArray[np.int64], body: NDA
     return label, int(np.count_nonzero(new)), n_overlap, overlaps
 
 
+def _drop_region(slot: Slot) -> None:
+    """Forget a slot's region, giving its mask storage back."""
+    release = getattr(slot.region.mask, "release", None)
+    if release is not None:
+        release()
+    slot.region = None  # type: ignore[assignment]
+
+
 # --------------------------------------------------------------------------- the engine
 
 
 @dataclass
 class _Lane:
+    buffer: BatchBuffer
     active: list[Slot] = field(default_factory=list)
     handle: Any = None
     batch: list[Slot] = field(default_factory=list)
@@ -363,7 +371,9 @@ class DenseFiller:
     lanes : int
         Batches in flight (2 overlaps CPU bookkeeping with GPU work).
     mask_factory : callable
-        ``mask_factory(shape) -> NaN mask storage`` for each region.
+        ``mask_factory(seed) -> NaN mask storage`` of the box's shape for a region
+        grown from ``seed``; storage with a ``release()`` method is released when the
+        region is done.
     checkpoint : callable, optional
         ``checkpoint(state, labels, conflicts)``, called every ``checkpoint_interval``
         committed bodies and on KeyboardInterrupt.
@@ -372,7 +382,7 @@ class DenseFiller:
     """
 
     def __init__(self, image: Any, cfg: Config, predictor: Any, labels: Any, conflicts: Any, state: FillState, *,
-                 move_batch_size: int, lanes: int = 1, mask_factory: Callable[[Sequence[int]], Any],
+                 move_batch_size: int, lanes: int = 1, mask_factory: Callable[[NDArray[np.int64]], Any],
                  checkpoint: Callable[[FillState, Any, Any], None] | None = None,
                  checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL, max_bodies: int | None = None,
                  progress: bool = True, stats: FillStats | None = None) -> None:
@@ -396,7 +406,10 @@ class DenseFiller:
             moves_per_step=moves_per_step, max_moves=opts["max_moves"], remask_interval=opts["remask_interval"],
             stop_callback=self._stop_callback, callback_interval=SEED_CHECK_INTERVAL)
         self.capacity = max(1, move_batch_size // moves_per_step)
-        self.lanes = [_Lane() for _ in range(max(1, lanes))]
+        pool = getattr(mask_factory, "__self__", None)  # MaskPool.acquire: FOVs and updates batched
+        self.lanes = [_Lane(BatchBuffer(self.capacity * moves_per_step, cfg.model.input_fov_shape, image,
+                                        pool if isinstance(pool, MaskPool) else None, cfg.model.v_false))
+                      for _ in range(max(1, lanes))]
         self.window = max(64, 8 * self.capacity * len(self.lanes))
         self.mask_factory = mask_factory
         self.checkpoint = checkpoint
@@ -428,7 +441,8 @@ class DenseFiller:
     # ---------------------------------------------------------------- helpers
 
     def _stop_callback(self, region: Region) -> bool:
-        return self.bias and seed_too_weak(region)
+        guard = guard_of(self)  # guard: flood guard (fill/guards.py)
+        return self.bias and seed_too_weak(region) or (guard is not None and guard.stop(region))  # guard:
 
     def _labelled(self, voxel: NDArray[np.int64]) -> bool:
         z, y, x = (int(v) for v in voxel)
@@ -461,7 +475,7 @@ class DenseFiller:
         return None
 
     def _new_slot(self, idx: int) -> Slot:
-        region = Region(self.image, self.cfg.model, self.seeds[idx], mask=self.mask_factory(self.image.shape),
+        region = Region(self.image, self.cfg.model, self.seeds[idx], mask=self.mask_factory(self.seeds[idx]),
                         block_padding="reflect", bias_against_merge=self.bias,
                         rng=np.random.default_rng([int(self.state.entropy), idx]))
         return self.stepper.slot(idx, region)
@@ -482,6 +496,7 @@ class DenseFiller:
                     if parked is not None:
                         del self.parked[idx]
                         self.stats.wasted_moves += parked.region.moves
+                        _drop_region(parked)
                         self.outcomes[idx] = _REVOKED
                     else:
                         self.outcomes[idx] = _SKIPPED
@@ -523,7 +538,7 @@ class DenseFiller:
             outcome: Any = ("rejected", None, region.moves)
         else:
             outcome = (slot.reason, region.to_body(self.t_final, self.closing_shape), region.moves)
-        slot.region = None  # type: ignore[assignment]  # free the mask now
+        _drop_region(slot)  # free the mask now
         self.outcomes[slot.key] = outcome
         self.deferred_dirty = True
         self._commit()
@@ -554,7 +569,8 @@ class DenseFiller:
             if body is None:
                 stats.no_body += 1
                 continue
-            start, mask = body
+            guard = guard_of(self)  # guard: trim a body that leaked across membranes
+            start, mask = body if guard is None else guard.accept(self.seeds[idx], body)  # guard:
             size = int(np.count_nonzero(mask))
             if size < max(1, self.min_body_size):
                 stats.dropped_small += 1
@@ -590,13 +606,14 @@ class DenseFiller:
                 slot = self.parked.pop(idx)
                 del self.deferred[idx]
                 self.stats.wasted_moves += slot.region.moves
+                _drop_region(slot)
                 self.outcomes[idx] = _REVOKED
                 self.deferred_dirty = True
         for slot in self._active_slots():
             if slot.key > committed_idx and self._labelled(slot.region.seed):
                 slot.revoked = True
                 self.stats.wasted_moves += slot.region.moves + len(slot.blocks)  # incl. blocks in flight
-                slot.region = None  # type: ignore[assignment]
+                _drop_region(slot)
                 self.outcomes[slot.key] = _REVOKED
                 self.deferred_dirty = True
 
@@ -689,7 +706,7 @@ class DenseFiller:
             if slot.revoked:
                 lane.active.pop(i)
                 continue
-            if self.stepper.begin(slot):
+            if self.stepper.begin(slot, lane.buffer):
                 batch.append(slot)
                 i += 1
             else:
@@ -699,12 +716,18 @@ class DenseFiller:
         return batch
 
     def _route(self, lane: _Lane) -> None:
-        routed = collect_batch(self.predictor, lane.handle, lane.batch, self.timer)
+        t0 = time.perf_counter()
+        outputs = self.predictor.result(lane.handle)
+        self.timer.wait_seconds += time.perf_counter() - t0
+        batch = lane.batch
         lane.handle, lane.batch = None, []
-        for slot, outs in routed:
-            if slot.revoked or self.stopped:
+        if self.stopped:
+            return
+        apply_batch([s for s in batch if not s.revoked], outputs, lane.buffer)
+        for slot in batch:
+            if slot.revoked:
                 continue
-            if self.stepper.finish(slot, outs) is not None:
+            if self.stepper.finish(slot, None) is not None:
                 lane.active.remove(slot)
                 self._finished(slot)
 
@@ -739,7 +762,7 @@ class DenseFiller:
                         self.stats.moves += n
                         self.stats.batches += 1
                         self._moves_this_run += n
-                        lane.handle = run_batch(self.predictor, batch, self.timer)
+                        lane.handle = run_batch(self.predictor, batch, self.timer, lane.buffer)
                         lane.batch = batch
                         busy = True
                     elif lane.handle is not None:
@@ -850,7 +873,9 @@ def fill_volume_with_model(
     checkpoint: Callable[[FillState, Any, Any], None] | None = None,
     checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL,
     lanes: int | None = None,
-    mask_factory: Callable[[Sequence[int]], Any] | None = None,
+    mask_factory: Callable[[NDArray[np.int64]], Any] | None = None,
+    mask_storage: str = "pool",
+    mask_memory_mb: float = 1024.0,
     device: Any = None,
     rng: np.random.Generator | None = None,
     progress: bool = True,
@@ -915,8 +940,15 @@ def fill_volume_with_model(
     lanes : int, optional
         Batches in flight; default 2 on CUDA (CPU work overlaps GPU work), else 1.
     mask_factory : callable, optional
-        ``mask_factory(shape)`` -> NaN mask storage per region (default a
-        block-sparse :class:`~diluvian.octree.OctreeVolume`).
+        ``mask_factory(seed)`` -> NaN mask storage of the box's shape per region
+        (default: as ``mask_storage`` says).
+    mask_storage : {"pool", "octree"}
+        ``pool``: dense mask windows around the seeds, reused from region to region
+        (:class:`~diluvian.masks.MaskPool`; a region that outgrows its window spills
+        into block-sparse storage); ``octree``: a block-sparse mask per region. Both
+        give the same segmentation.
+    mask_memory_mb : float
+        Memory for the pool's windows; the whole box per region when it fits.
     device : optional
         Device for a torch model (default: where its parameters are).
     rng : numpy.random.Generator, optional
@@ -1037,15 +1069,22 @@ def fill_volume_with_model(
     if resume_conflicts is not None:
         conflicts[...] = np.asarray(resume_conflicts, dtype=np.uint32)
 
+    if lanes is None:
+        lanes = 2 if getattr(predictor, "asynchronous", False) else 1
     if mask_factory is None:
         # leaves at least as large as an update box, so one touches at most 8 leaves
         leaf = tuple(int(max(4 * s, i + 1)) for s, i in zip(cfg.model.move_step, cfg.model.input_fov_shape))
+        if mask_storage == "octree":
+            def mask_factory(seed: Sequence[int]) -> Any:
+                return sparse_mask(shape, leaf)
+        elif mask_storage == "pool":
+            in_flight = (move_batch_size // moves_per_step) * lanes + 8  # + parked regions, roughly
+            window = window_shape_for(shape, cfg.model.input_fov_shape, in_flight, int(mask_memory_mb * 2**20))
+            mask_factory = MaskPool(shape, window, in_flight, leaf).acquire
+            log.debug("%s: mask windows of %s voxels for up to %d regions in flight", name, list(window), in_flight)
+        else:
+            raise DataError(f"mask_storage: expected 'pool' or 'octree', got {mask_storage!r}")
 
-        def mask_factory(shape: Sequence[int]) -> Any:
-            return sparse_mask(shape, leaf)
-
-    if lanes is None:
-        lanes = 2 if getattr(predictor, "asynchronous", False) else 1
     filler = DenseFiller(image, cfg, predictor, labels, conflicts, state, move_batch_size=move_batch_size,
                          lanes=lanes, mask_factory=mask_factory, checkpoint=checkpoint,
                          checkpoint_interval=checkpoint_interval, max_bodies=max_bodies, progress=progress,

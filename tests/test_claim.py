@@ -1,0 +1,102 @@
+"""Claiming the voxels a dense fill left unclaimed (diluvian.claim)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from diluvian.claim import claim_result, claim_unclaimed
+from diluvian.config import Config, PostprocessingConfig
+from diluvian.postprocessing import boundary_evidence, membrane_mask
+
+
+def cells_volume(shape=(10, 20, 40), walls=(13, 26), seed=0):
+    """Cells side by side along X, split by 2-voxel dark membranes at ``walls``; labels 0 on membranes."""
+    rng = np.random.default_rng(seed)
+    gt = np.zeros(shape, np.uint64)
+    edges = [0, *walls, shape[2]]
+    for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+        gt[:, :, a + (2 if i else 0):b] = i + 1
+    image = np.where(gt > 0, 0.7, 0.1).astype(np.float32) + rng.normal(0, 0.03, shape).astype(np.float32)
+    return image, gt
+
+
+def test_boundary_evidence_finds_the_membranes():
+    image, gt = cells_volume()
+    walls = membrane_mask(boundary_evidence(image, 1.0), 0.15)
+    assert walls[gt == 0].mean() > 0.9  # the membranes are found
+    assert walls[:, :, 4:9].mean() < 0.05  # cell interiors are not membranes
+    assert not membrane_mask(boundary_evidence(image, 1.0), 0.0).any()
+
+
+def test_claims_unclaimed_voxels_and_keeps_bodies():
+    image, gt = cells_volume()
+    labels = np.zeros_like(gt)
+    labels[:, :, :6] = 5  # a body covering part of cell 1
+    labels[:, :, 30:34] = 9  # a body inside cell 3
+    out, stats = claim_unclaimed(labels, image, grow_distance=12, min_size=20, membrane_fraction=0.15)
+    assert (out[labels > 0] == labels[labels > 0]).all()  # existing labels are kept
+    assert (out > 0).all() and stats.unclaimed_after == 0  # every voxel claimed
+    assert (out[gt == 1] == 5).mean() > 0.99  # body 5 grew over its whole cell
+    assert (out[gt == 3] == 9).mean() > 0.99
+    # cell 2, which no body reached, is a new segment of its own, not part of a neighbour
+    new = np.unique(out[gt == 2])
+    assert len(new) == 1 and new[0] not in (5, 9)
+    assert stats.new_segments == 1 and stats.grown > 0
+
+
+def test_does_not_merge_two_objects_a_membrane_separates():
+    image, gt = cells_volume(walls=(20,))
+    labels = np.zeros_like(gt)
+    labels[:, :, 2:5] = 1
+    out, _ = claim_unclaimed(labels, image, grow_distance=50, min_size=20, membrane_fraction=0.15)
+    assert (out[gt == 1] == 1).mean() > 0.99
+    assert (out[gt == 2] == 1).mean() < 0.01  # the body did not leak through the membrane
+
+
+def test_growth_is_bounded_and_small_pieces_go_to_neighbours():
+    image, gt = cells_volume(walls=(20,))
+    labels = np.zeros_like(gt)
+    labels[:, :, :3] = 1
+    out, stats = claim_unclaimed(labels, image, grow_distance=2, min_size=10**6, membrane_fraction=0.15)
+    # growth stops after 2 voxels; with no piece large enough for a label, the rest goes to neighbours
+    assert 0.9 * 400 <= stats.grown <= 400  # 2 voxels x 10 x 20 (minus a few noisy 'membrane' voxels)
+    assert stats.new_segments == 0 and (out == 1).all()
+    out, stats = claim_unclaimed(labels, image, grow_distance=2, min_size=10**6, membrane_fraction=0.15,
+                                 assign_rest=False)
+    assert stats.unclaimed_after > 0 and (out[:, :, 10] == 0).all()
+
+
+def test_background_label_other_than_zero():
+    image, gt = cells_volume(walls=(20,))
+    labels = np.full(gt.shape, 7, np.uint64)  # 7 = unclaimed
+    labels[:, :, 2:5] = 0  # label 0 is an ordinary body here
+    out, _ = claim_unclaimed(labels, image, grow_distance=50, min_size=20, membrane_fraction=0.15, background=7)
+    assert (out != 7).all()
+    assert (out[gt == 1] == 0).mean() > 0.99
+    other = np.unique(out[gt == 2])
+    assert len(other) == 1 and other[0] not in (0, 7)
+
+
+def test_claim_result_follows_the_config():
+    from diluvian.fill.dense import FillResult, FillState, FillStats
+
+    image, gt = cells_volume(walls=(20,))
+    labels = np.zeros_like(gt)
+    labels[:, :, 2:5] = 1
+    result = FillResult(labels=labels, conflict_count=np.zeros(gt.shape, np.uint32), stats=FillStats(),
+                        state=FillState(seeds=np.zeros((0, 3), np.int64), next_seed=0, next_label=2, entropy=0,
+                                        options={}, volume="array", bounds=None))
+    cfg = Config(postprocessing=PostprocessingConfig(membrane_fraction=0.15, claim_grow_distance=50))
+    claimed = claim_result(image, result, cfg)
+    assert (claimed.labels > 0).all() and (claimed.labels[gt == 1] == 1).mean() > 0.99
+    off = dataclasses.replace(cfg, postprocessing=dataclasses.replace(cfg.postprocessing, claim=False))
+    assert claim_result(image, result, off) is result
+
+
+def test_shape_mismatch_is_an_error():
+    image, gt = cells_volume()
+    with pytest.raises(ValueError, match="differ"):
+        claim_unclaimed(gt[:, :, :5], image)
