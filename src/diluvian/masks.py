@@ -120,6 +120,15 @@ class WindowMask:
             self._spill()
         self.sparse[key] = value
 
+    def holds(self, lo: NDArray[np.int64], hi: NDArray[np.int64]) -> bool:
+        """Whether the box ``[lo, hi)`` (box coordinates) lies inside the window (and it did not spill)."""
+        return self.sparse is None and bool((lo >= self.origin).all() and (hi <= self.end).all())
+
+    def note_written(self, lo: NDArray[np.int64], hi: NDArray[np.int64]) -> None:
+        """Record a write into ``[lo, hi)`` (box coordinates) made directly in :attr:`data`."""
+        np.minimum(self.written_lo, lo - self.origin, out=self.written_lo)
+        np.maximum(self.written_hi, hi - self.origin, out=self.written_hi)
+
     def _spill(self) -> None:
         """Move the written part of the window into block-sparse storage."""
         pool = self.pool

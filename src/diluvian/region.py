@@ -59,6 +59,8 @@ class Block:
     image: np.ndarray
     mask: np.ndarray
     target: np.ndarray | None = None
+    row: int = -1
+    """Row of the batch buffer holding the FOV (-1: none)."""
 
 
 def _reflect_fill(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:

@@ -17,11 +17,16 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..masks import MaskPool, WindowMask
 from ..region import Block, Region
 
 
 class BatchBuffer:
     """Preallocated input rows of one batch: regions write their FOVs straight into them.
+
+    FOVs of regions whose mask is a window of ``pool`` and whose image is ``image``
+    are not read one by one: their rows are noted and read for the whole batch by
+    :func:`diluvian.batchops.gather` in :meth:`flush`.
 
     Parameters
     ----------
@@ -29,16 +34,88 @@ class BatchBuffer:
         FOVs per batch.
     fov_shape : 3 ints
         Input FOV shape.
+    image : ndarray of float32, optional
+        The box being filled, when it is in memory (enables the batched path).
+    pool : MaskPool, optional
+        The mask windows of the regions (enables the batched path).
+    v_false : float
+        Value of mask voxels not predicted yet.
     """
 
-    def __init__(self, rows: int, fov_shape: Sequence[int]) -> None:
+    def __init__(self, rows: int, fov_shape: Sequence[int], image: np.ndarray | None = None,
+                 pool: MaskPool | None = None, v_false: float = 0.05) -> None:
         shape = (int(rows), *(int(s) for s in fov_shape))
         self.images = np.empty(shape, dtype=np.float32)
         self.masks = np.empty(shape, dtype=np.float32)
         self.n = 0
+        self.image = image if isinstance(image, np.ndarray) and image.dtype == np.float32 else None
+        self.pool = pool if self.image is not None else None
+        self.v_false = np.float32(v_false)
+        self._rows: list[int] = []
+        self._slots: list[int] = []
+        self._origins: list[np.ndarray] = []
+        self._starts: list[np.ndarray] = []
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def batched(self, region: Region) -> bool:
+        """Whether ``region``'s FOVs and updates can take the batched path."""
+        mask = region.mask
+        return (self.pool is not None and isinstance(mask, WindowMask) and mask.pool is self.pool
+                and not mask.spilled and region.image is self.image)
+
+    def read(self, region: Region) -> Block | None:
+        """The region's next block, its FOV in the next free row (or noted for :meth:`flush`)."""
+        row = self.n
+        if self.batched(region):
+            move = region.next_move()
+            if move is None:
+                return None
+            pos, center = move
+            self._rows.append(row)
+            self._slots.append(region.mask.slot)
+            self._origins.append(region.mask.origin)
+            self._starts.append(center - region.input_radius)
+            block = Block(position=pos, center=center, image=self.images[row], mask=self.masks[row], row=row)
+        else:
+            block = region.get_next_block(self.images[row], self.masks[row])
+            if block is None:
+                return None
+            block.row = row
+        self.n += 1
+        return block
+
+    def rewind(self, n: int) -> None:
+        """Give back the rows from ``n`` on (blocks that will not be submitted)."""
+        self.n = n
+        while self._rows and self._rows[-1] >= n:
+            for lst in (self._rows, self._slots, self._origins, self._starts):
+                lst.pop()
+
+    def flush(self) -> int:
+        """Read the noted FOVs; returns the number of rows of the batch (and empties the buffer)."""
+        if self._rows:
+            from ..batchops import gather
+
+            rows = np.asarray(self._rows, dtype=np.int64)
+            n0, n1 = int(rows[0]), int(rows[-1]) + 1
+            if n1 - n0 == len(rows):  # contiguous rows: write in place
+                gather(self.image, self.pool.data, np.asarray(self._slots, dtype=np.int64),
+                       np.asarray(self._origins, dtype=np.int64), np.asarray(self._starts, dtype=np.int64),
+                       self.v_false, self.images[n0:n1], self.masks[n0:n1])
+            else:
+                img = np.empty((len(rows), *self.images.shape[1:]), dtype=np.float32)
+                msk = np.empty_like(img)
+                gather(self.image, self.pool.data, np.asarray(self._slots, dtype=np.int64),
+                       np.asarray(self._origins, dtype=np.int64), np.asarray(self._starts, dtype=np.int64),
+                       self.v_false, img, msk)
+                self.images[rows] = img
+                self.masks[rows] = msk
+            for lst in (self._rows, self._slots, self._origins, self._starts):
+                lst.clear()
+        n, self.n = self.n, 0
+        return n
 
 
 @dataclass
@@ -109,9 +186,7 @@ class RegionStepper:
             if buffer is not None:
                 if buffer.n >= len(buffer):
                     break
-                block = region.get_next_block(buffer.images[buffer.n], buffer.masks[buffer.n])
-                if block is not None:
-                    buffer.n += 1
+                block = buffer.read(region)
             else:
                 block = region.get_next_block()
             if block is None:
@@ -125,16 +200,20 @@ class RegionStepper:
             if self.stop_callback(region):
                 slot.reason = "callback"
                 if buffer is not None:
-                    buffer.n = first  # give the rows back
+                    buffer.rewind(first)  # give the rows back
                 return []
         slot.blocks = blocks
         return blocks
 
-    def finish(self, slot: Slot, outputs: Sequence[np.ndarray]) -> str | None:
-        """Apply the predictions of the slot's blocks; return the stop reason, if any."""
+    def finish(self, slot: Slot, outputs: Sequence[np.ndarray] | None) -> str | None:
+        """Apply the predictions of the slot's blocks; return the stop reason, if any.
+
+        ``outputs`` None: they were applied already (:func:`apply_batch`).
+        """
         region = slot.region
-        for block, out in zip(slot.blocks, outputs):
-            region.add_mask(block, out)
+        if outputs is not None:
+            for block, out in zip(slot.blocks, outputs):
+                region.add_mask(block, out)
         if slot.blocks:
             slot.last_center = slot.blocks[-1].center
         slot.blocks = []
@@ -145,6 +224,52 @@ class RegionStepper:
             if not region.remask():
                 slot.reason = "seed_lost"
         return slot.reason
+
+
+def apply_batch(slots: Sequence[Slot], outputs: np.ndarray, buffer: BatchBuffer) -> None:
+    """Apply a batch's outputs (rows as in ``buffer``) to the regions of ``slots``.
+
+    Regions on the batched path (see :meth:`BatchBuffer.batched`) whose writes stay
+    inside their windows are updated together by :func:`diluvian.batchops.apply`, in
+    batch order; the others one block at a time by :meth:`Region.add_mask` (a write
+    outside a window spills it). Revoked slots (region None) are skipped.
+    """
+    fast: list[tuple[Region, Block]] = []
+    for slot in slots:
+        region = slot.region
+        if region is None or not slot.blocks:
+            continue
+        ok = buffer.batched(region)
+        if ok:
+            r = region.output_radius
+            for block in slot.blocks:
+                lo = np.maximum(block.center - r, 0)
+                hi = np.minimum(block.center + r + 1, region.shape)
+                if not region.mask.holds(lo, hi):
+                    ok = False
+                    break
+        if ok:
+            fast.extend((region, block) for block in slot.blocks)
+        else:
+            for block in slot.blocks:
+                region.add_mask(block, outputs[block.row])
+    if not fast:
+        return
+    from ..batchops import apply
+
+    first = fast[0][0]
+    n = len(fast)
+    faces = np.empty((n, 6), dtype=np.float32)
+    written = np.empty((n, 6), dtype=np.int64)
+    apply(buffer.pool.data, np.array([r.mask.slot for r, _ in fast], dtype=np.int64),
+          np.array([r.mask.origin for r, _ in fast], dtype=np.int64),
+          np.array([b.center for _, b in fast], dtype=np.int64), outputs,
+          np.array([b.row for _, b in fast], dtype=np.int64), np.asarray(first.shape, dtype=np.int64),
+          first.output_radius, first.move_step, int(first.check_t), bool(first.bias_against_merge), faces, written)
+    for i, (region, block) in enumerate(fast):
+        lo, hi = written[i, :3], written[i, 3:]
+        region.mask.note_written(lo, hi)
+        region.record_move(block.position, lo, hi, faces[i])
 
 
 @dataclass
@@ -164,8 +289,7 @@ def run_batch(predictor: Any, slots: list[Slot], timer: BatchTimer | None = None
     submitted as they are; otherwise the blocks' arrays are passed as lists.
     """
     if buffer is not None:
-        n = buffer.n
-        buffer.n = 0
+        n = buffer.flush()
         if timer is not None:
             timer.batches += 1
             timer.fovs += n

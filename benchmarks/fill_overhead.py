@@ -1,0 +1,122 @@
+"""The dense fill's own cost per FOV, with no network.
+
+A rule stands in for the network: probability 0.95 on the voxels of an FOV's
+output that have the intensity of the voxel the mask is most sure of, 0.05
+elsewhere, on a synthetic volume whose objects each have their own intensity. So
+fills move and stop as a good model's would, and what is timed is the fill's own
+work: FOV extraction, mask update, move queue, bodies and commits.
+
+Printed, measured side by side in one run on one CPU core (``torch.set_num_threads(1)``):
+
+- milliseconds per FOV of the fill's own work (wall time minus the rule's time),
+  for each mask storage (``pool``: dense mask windows in one pooled array, the
+  default; ``octree``: a block-sparse mask per region, the fill's storage before the
+  pool), and their ratio;
+- the FOV/s that this bookkeeping could feed, against a GPU's network rate.
+
+The goal (issue "fill engine") is <= 0.25 ms per FOV at the ``gpu`` geometry
+(FOV 33^3, move step 8) with batches of 256 FOVs.
+
+    python benchmarks/fill_overhead.py                  # gpu geometry, batch 256
+    python benchmarks/fill_overhead.py --fov 17 --output-fov 9 --batch 32   # cpu_small geometry
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+import torch  # noqa: E402
+
+from diluvian.config import Config, ModelConfig, PostprocessingConfig  # noqa: E402
+from diluvian.fill import fill_volume_with_model  # noqa: E402
+from diluvian.synthetic import labelled_intensity_volume  # noqa: E402
+
+
+class IntensityRule:
+    """``predict(images, masks)``: 0.95 where the image has the intensity at the mask's argmax."""
+
+    def __init__(self, model_cfg: ModelConfig) -> None:
+        inp, out = np.asarray(model_cfg.input_fov_shape), np.asarray(model_cfg.output_fov_shape)
+        lo = (inp - out) // 2
+        self.crop = (slice(None),) + tuple(slice(int(a), int(a + o)) for a, o in zip(lo, out))
+        self.seconds = 0.0
+        self.fovs = 0
+
+    def __call__(self, images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        n = images.shape[0]
+        flat = masks.reshape(n, -1)
+        ref = np.take_along_axis(images.reshape(n, -1), flat.argmax(1)[:, None], 1).reshape(n, 1, 1, 1)
+        crop = images[self.crop]
+        out = np.where(np.abs(crop - ref) < 1e-4, np.float32(0.95), np.float32(0.05))
+        self.seconds += time.perf_counter() - t0
+        self.fovs += n
+        return out
+
+
+def run(image, cfg, batch, seeds, storage):
+    rule = IntensityRule(cfg.model)
+    t0 = time.perf_counter()
+    r = fill_volume_with_model(image, rule, cfg, move_batch_size=batch, seeds=seeds, ordered_seeds=True,
+                               progress=False, mask_storage=storage)
+    wall = time.perf_counter() - t0
+    return r, wall, rule.seconds
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--fov", type=int, default=33, help="input FOV edge (default 33, the gpu geometry)")
+    p.add_argument("--output-fov", type=int, default=None, help="output FOV edge (default = input)")
+    p.add_argument("--move-fraction", type=int, default=4, help="move step = (output - 1) / this (default 4)")
+    p.add_argument("--batch", type=int, default=256, help="FOVs per step (default 256)")
+    p.add_argument("--shape", type=int, nargs=3, default=[64, 160, 160], help="synthetic volume shape")
+    p.add_argument("--resolution", type=float, default=10.0, help="nm per voxel of the synthetic volume")
+    p.add_argument("--seeds", type=int, default=0, help="use only the first N seeds (0: all)")
+    p.add_argument("--storage", nargs="+", default=["pool", "octree"], choices=["pool", "octree"])
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    fov = (args.fov,) * 3
+    out = (args.output_fov or args.fov,) * 3
+    model_cfg = ModelConfig(input_fov_shape=fov, output_fov_shape=out, output_fov_move_fraction=args.move_fraction)
+    cfg = Config(model=model_cfg, postprocessing=PostprocessingConfig(min_body_size=100))
+    image, labels = labelled_intensity_volume(args.shape, seed=0, resolution_nm=args.resolution)
+    from diluvian.seeds import sobel
+
+    seeds = sobel(image, (args.resolution,) * 3, min_separation_nm=args.resolution * model_cfg.move_step[0])
+    seeds = seeds[np.random.default_rng(0).permutation(len(seeds))]
+    if args.seeds:
+        seeds = seeds[: args.seeds]
+    print(f"# machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
+          f"numpy {np.__version__}, torch threads {torch.get_num_threads()}")
+    print(f"# volume {list(image.shape)}, {len(np.unique(labels)) - 1} objects, {len(seeds)} seeds; FOV {list(fov)} "
+          f"-> {list(out)}, move step {list(model_cfg.move_step)}, batch {args.batch}")
+    run(image, cfg, args.batch, seeds[:4], args.storage[0])  # warm-up
+    results = {}
+    for storage in args.storage:
+        r, wall, rule_s = run(image, cfg, args.batch, seeds, storage)
+        own = (wall - rule_s) / max(r.stats.moves, 1) * 1e3
+        results[storage] = (r, own)
+        print(f"{storage:>6}: {r.stats.moves} FOVs in {wall:.1f} s (rule {rule_s:.1f} s); fill's own work "
+              f"{own:.3f} ms/FOV -> feeds {1e3 / own:,.0f} FOV/s; {r.stats.bodies} bodies, mean batch "
+              f"{r.stats.mean_batch:.1f} of {args.batch}")
+    if len(results) == 2:
+        (ra, a), (rb, b) = results.values()
+        same = np.array_equal(ra.labels, rb.labels)
+        print(f"ratio {args.storage[1]} / {args.storage[0]} ms per FOV: {b / a:.2f}x; identical segmentation: {same}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
