@@ -701,10 +701,16 @@ SUBCOMMANDS: list[Callable] = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (pointing at ``-h``) and exit code 2, like any bad input."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="diluvian",
-                                     description="Train or run flood-filling networks on EM data.")
+    parser = _Parser(prog="diluvian", description="Train or run flood-filling networks on EM data.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     common = _common_parser()
