@@ -18,8 +18,11 @@ from diluvian.volumes import (
     Volume,
     ZarrVolume,
     block_mode,
+    downsample_volume,
+    get_subvolume,
     image_to_float,
     load_volumes,
+    partition_volume,
     partition_volumes,
     read_subvolume_bounds_csv,
     sample_subvolume_bounds,
@@ -149,8 +152,8 @@ def test_mask_bounds():
 def test_partition():
     image, labels, mask = arrays(shape=(9, 12, 16))
     vol = NdarrayVolume("v", image, labels, mask, resolution=(40, 4, 4))
-    assert vol.partition([1, 1, 1], [0, 0, 0]) is vol
-    part = vol.partition([2, 1, 1], [1, 0, 0])
+    assert partition_volume(vol, [1, 1, 1], [0, 0, 0]) is vol
+    part = partition_volume(vol, [2, 1, 1], [1, 0, 0])
     assert isinstance(part, PartitionedVolume)
     assert part.shape == (4, 12, 16) and part.offset.tolist() == [4, 0, 0]  # the odd last section is dropped
     assert part.resolution.tolist() == [40, 4, 4] and part.name == "v"
@@ -166,11 +169,11 @@ def test_partition():
     with pytest.raises(DataError, match="not inside"):
         part.get_image((0, 0, 0), (5, 1, 1))
     with pytest.raises(ConfigError, match=r"volume 'v': partition index \[2, 0, 0\] is outside"):
-        vol.partition([2, 1, 1], [2, 0, 0])
+        partition_volume(vol, [2, 1, 1], [2, 0, 0])
     with pytest.raises(ConfigError, match="partitioning"):
-        vol.partition([0, 1, 1], [0, 0, 0])
+        partition_volume(vol, [0, 1, 1], [0, 0, 0])
     with pytest.raises(DataError, match="empty parts"):
-        vol.partition([10, 1, 1], [0, 0, 0])
+        partition_volume(vol, [10, 1, 1], [0, 0, 0])
     mem = part.to_memory()
     assert isinstance(mem, NdarrayVolume) and mem.image.dtype == np.uint8
     np.testing.assert_array_equal(mem.labels, labels[4:8])
@@ -179,15 +182,15 @@ def test_partition():
 def test_downsample_validation():
     image, labels, _ = arrays()
     vol = NdarrayVolume("cremi", image, labels, resolution=(40, 4, 4))
-    assert vol.downsample((40, 4, 4)) is vol
-    assert vol.downsample((0, 0, 0)) is vol
-    assert vol.downsample((0, 8, 8)).resolution.tolist() == [40, 8, 8]
+    assert downsample_volume(vol, (40, 4, 4)) is vol
+    assert downsample_volume(vol, (0, 0, 0)) is vol
+    assert downsample_volume(vol, (0, 8, 8)).resolution.tolist() == [40, 8, 8]
     with pytest.raises(DataError, match=r"volume 'cremi'.*\[40.0, 4.0, 4.0\].*\[40.0, 12.0, 12.0\].*power-of-2"):
-        vol.downsample((40, 12, 12))
+        downsample_volume(vol, (40, 12, 12))
     with pytest.raises(DataError, match=r"\[20.0, 4.0, 4.0\]"):
-        vol.downsample((20, 4, 4))  # no upsampling
+        downsample_volume(vol, (20, 4, 4))  # no upsampling
     with pytest.raises(DataError, match="leaves nothing"):
-        vol.downsample((40 * 16, 4, 4))
+        downsample_volume(vol, (40 * 16, 4, 4))
 
 
 def test_downsampled_reads_pool_native_data():
@@ -197,7 +200,7 @@ def test_downsampled_reads_pool_native_data():
     labels = rng.integers(0, 3, shape).astype(np.uint32)
     mask = rng.random(shape) < 0.9
     vol = NdarrayVolume("v", image, labels, mask, resolution=(4, 4, 4))
-    down = vol.downsample((8, 8, 16))
+    down = downsample_volume(vol, (8, 8, 16))
     assert isinstance(down, DownsampledVolume)
     assert down.shape == (4, 6, 4) and down.resolution.tolist() == [8, 8, 16]
     f = (2, 2, 4)
@@ -234,12 +237,12 @@ def test_views_compose_and_pool_over_native_blocks():
     image = rng.integers(1, 256, shape).astype(np.uint8)
     vol = NdarrayVolume("v", image, labels, resolution=(1, 1, 1))
     # downsampling twice folds into one 4x view: majority over 64 native voxels, not majority of majorities
-    twice = vol.downsample((2, 2, 2)).downsample((4, 4, 4))
+    twice = downsample_volume(downsample_volume(vol, (2, 2, 2)), (4, 4, 4))
     assert isinstance(twice, DownsampledVolume) and twice.parent is vol and twice.factor.tolist() == [2, 2, 2]
     np.testing.assert_array_equal(twice.get_label_mask((0, 0, 0), (4, 4, 4), 1),
                                   pool_mean((labels == 1).astype(float), (4, 4, 4)) > 0.5)
     # partition of a downsampled volume, then downsampled again
-    part = vol.downsample((2, 2, 2)).partition((2, 1, 1), (1, 0, 0))
+    part = partition_volume(downsample_volume(vol, (2, 2, 2)), (2, 1, 1), (1, 0, 0))
     assert part.shape == (4, 8, 8) and part.offset.tolist() == [4, 0, 0]
     assert part.world_scale.tolist() == [2, 2, 2] and part.world_offset.tolist() == [8, 0, 0]
     assert part.local_to_world([1, 1, 1]).tolist() == [10, 2, 2]
@@ -260,7 +263,7 @@ def test_mask_lookups_use_native_coordinates():
     mask = np.ones((8, 16, 16), dtype=bool)
     mask[:, :, 9] = False  # one invalid native column inside the downsampled column 4
     vol = NdarrayVolume("v", image, labels, mask)
-    down = vol.downsample((2, 2, 2)).partition((1, 1, 2), (0, 0, 1))  # x 8..16 native -> local 0..4
+    down = partition_volume(downsample_volume(vol, (2, 2, 2)), (1, 1, 2), (0, 0, 1))  # x 8..16 native -> local 0..4
     m = down.get_mask((0, 0, 0), down.shape)
     assert (~m[:, :, 0]).all() and m[:, :, 1:].all()
     assert [b.tolist() for b in down.mask_bounds] == [[0, 0, 0], [4, 8, 4]]
@@ -503,7 +506,7 @@ def test_sampled_bounds_follow_the_rules(tiny_volume):
         assert (b.seed == b.start + shape // 2).all()
         assert b.label_id == labels[tuple(b.seed)] and b.label_id != 0
         assert b.label_margin.tolist() == [0, 2, 2]
-        sub = vol.get_subvolume(b)
+        sub = get_subvolume(vol, b)
         assert sub.image.shape == tuple(shape) and sub.label_mask.shape == (9, 13, 12)
         assert sub.seed.tolist() == (shape // 2).tolist() and sub.has_seed_in_mask()
     # deterministic for a seed
@@ -535,23 +538,23 @@ def test_sampling_downsampled_volume_checks_native_block():
     image = np.full((4, 8, 8), 50, np.uint8)
     labels = np.ones((4, 8, 8), np.uint64)
     labels[:, :, 4] = 2  # mixed native blocks in downsampled x column 2
-    down = NdarrayVolume("v", image, labels).downsample((2, 2, 2))
+    down = downsample_volume(NdarrayVolume("v", image, labels), (2, 2, 2))
     rng = np.random.default_rng(1)
     gen = sample_subvolume_bounds(down, (1, 1, 1), rng)
     for _ in range(30):
         b = next(gen)
         assert b.seed[2] != 2 and b.label_id == 1
-        sub = down.get_subvolume(b)
+        sub = get_subvolume(down, b)
         assert sub.image.item() == pytest.approx(50 / 256) and sub.label_mask.item()
 
 
 def test_subvolume_pooling_modes():
     labels = np.zeros((2, 2, 2), np.uint64)
     labels.flat[:5] = 1  # 5 of 8 native voxels are object 1
-    vol = NdarrayVolume("v", np.ones((2, 2, 2), np.uint8), labels).downsample((2, 2, 2))
+    vol = downsample_volume(NdarrayVolume("v", np.ones((2, 2, 2), np.uint8), labels), (2, 2, 2))
     bounds = SubvolumeBounds((0, 0, 0), (1, 1, 1), label_id=1)
-    assert vol.get_subvolume(bounds).label_mask.item()
-    assert not vol.get_subvolume(bounds, label_downsampling="conjunction").label_mask.item()
+    assert get_subvolume(vol, bounds).label_mask.item()
+    assert not get_subvolume(vol, bounds, label_downsampling="conjunction").label_mask.item()
 
 
 def test_subvolume_bounds_csv_round_trip(tmp_path):
@@ -594,6 +597,19 @@ def test_fib25_via_dataset_toml(data_dir, tmp_path):
     train = partition_volumes({"fib25": vol}, {".*": [2, 1, 1]}, {".*": [0, 0, 0]})["fib25"]
     val = partition_volumes({"fib25": vol}, {".*": [2, 1, 1]}, {".*": [1, 0, 0]})["fib25"]
     assert train.shape == val.shape == (80, 250, 250) and val.offset.tolist() == [80, 0, 0]
-    b = next(sample_subvolume_bounds(val.downsample((20, 20, 20)), (17, 33, 33), np.random.default_rng(0)))
-    sub = val.downsample((20, 20, 20)).get_subvolume(b)
+    b = next(sample_subvolume_bounds(downsample_volume(val, (20, 20, 20)), (17, 33, 33), np.random.default_rng(0)))
+    sub = get_subvolume(downsample_volume(val, (20, 20, 20)), b)
     assert sub.image.shape == (17, 33, 33) and sub.has_seed_in_mask() and 0 < sub.image.mean() < 1
+
+
+def test_volume_base_is_the_array_api_without_an_import_circle():
+    """volumes.base imports neither views nor sampling (not even inside functions); they build on it."""
+    import ast
+    import inspect
+
+    import diluvian.volumes.base as base
+
+    tree = ast.parse(inspect.getsource(base))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not imported & {"views", "sampling", ".views", ".sampling"}
+    assert not any(hasattr(Volume, m) for m in ("partition", "downsample", "get_subvolume"))

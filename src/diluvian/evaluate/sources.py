@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 
 from ..errors import DataError, DatasetNotFoundError
 from ..volumes.base import UpsampledLabels, as_resolution
+from ..volumes.views import partition_volume
 
 __all__ = ["open_label_array", "label_pair"]
 
@@ -182,7 +183,7 @@ def label_pair(volumes: dict, ground_truth: str, prediction: str, *,
     if gt_res is not None and pred_res is not None and not np.allclose(gt_res, pred_res):
         shapes = [tuple(gt.shape)]
         if partition is not None and gt_vol is not None:
-            shapes.insert(0, tuple(gt_vol.partition(*partition).shape))
+            shapes.insert(0, tuple(partition_volume(gt_vol, *partition).shape))
         pred = _upsample_to_ground_truth(pred, pred_res, gt_res, shapes, (ground_truth, prediction))
         pred_vol = None
         pred_res = gt_res
@@ -190,11 +191,11 @@ def label_pair(volumes: dict, ground_truth: str, prediction: str, *,
         if gt_vol is None:
             raise DataError("partitioning needs the ground truth as a volume name from a dataset file")
         full_shape = tuple(gt_vol.shape)
-        gt_part = gt_vol.partition(*partition)
+        gt_part = partition_volume(gt_vol, *partition)
         gt = _VolumeLabels(gt_part)
         if tuple(pred.shape) == full_shape:
             if pred_vol is not None:
-                pred = _VolumeLabels(pred_vol.partition(*partition))
+                pred = _VolumeLabels(partition_volume(pred_vol, *partition))
             else:
                 start = np.asarray(gt_part.offset)
                 stop = start + np.asarray(gt_part.shape)

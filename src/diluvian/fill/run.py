@@ -221,5 +221,7 @@ def prepare_volumes(volumes: dict[str, Any], cfg: Config, partition: bool = Fals
 
         volumes = partition_volumes(volumes, cfg.training.partitions, cfg.training.validation_partition)
     if any(r > 0 for r in cfg.volume.resolution):
-        volumes = {n: v.downsample(cfg.volume.resolution) for n, v in volumes.items()}
+        from ..volumes import downsample_volume
+
+        volumes = {n: downsample_volume(v, cfg.volume.resolution) for n, v in volumes.items()}
     return volumes

@@ -175,7 +175,9 @@ def _seed_margin_ok(target: NDArray[np.bool_], seed: NDArray[np.int64], resoluti
 
 def _make_region(volume: Any, name: str, index: int, bounds: Any, cfg: Config, bias: bool, augment: bool,
                  rng: np.random.Generator) -> SparseRegion | None:
-    sub = volume.get_subvolume(bounds, label_downsampling=cfg.volume.label_downsampling)
+    from ..volumes import get_subvolume
+
+    sub = get_subvolume(volume, bounds, label_downsampling=cfg.volume.label_downsampling)
     if sub.label_mask is None:
         raise DataError(f"volume {name!r}: sparse fill needs labels (ground truth) and a label_id per subvolume")
     if augment:

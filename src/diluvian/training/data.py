@@ -25,7 +25,8 @@ from scipy import ndimage as ndi
 from ..augment import augment_subvolume
 from ..config import Config
 from ..errors import ConfigError, DataError
-from ..volumes import partition_volumes, sample_subvolume_bounds
+from ..util import fmt_list
+from ..volumes import downsample_volume, get_subvolume, partition_volumes, sample_subvolume_bounds
 
 __all__ = [
     "PreparedSubvolume",
@@ -81,13 +82,13 @@ def prepare_training_volumes(cfg: Config, volumes: Mapping[str, Any], *, need_tr
                               f"({_regexes(index_map)}); volumes: {names}")
         ready = {}
         for name, vol in parts.items():
-            vol = vol.downsample(cfg.volume.resolution)
+            vol = downsample_volume(vol, cfg.volume.resolution)
             if any(s > v for s, v in zip(shape, vol.shape)):
                 what = "training" if key == "training_partition" else "validation"
-                raise DataError(f"volume {name!r}: the {what} subvolume {list(shape)} (input FOV "
+                raise DataError(f"volume {name!r}: the {what} subvolume {fmt_list(shape)} (input FOV "
                                 f"{list(cfg.model.input_fov_shape)} plus moves) is larger than its {what} part "
                                 f"{list(vol.shape)} (after partitioning and downsampling to "
-                                f"{list(vol.resolution)} nm)")
+                                f"{fmt_list(vol.resolution)} nm)")
             ready[name] = vol
         out.append(ready)
     return out[0], out[1]
@@ -186,7 +187,7 @@ def subvolume_stream(volumes: Mapping[str, Any], shape: Sequence[int], cfg: Conf
         for name, sampler in zip(names, samplers):
             for _ in range(max_rejections):
                 bounds = next(sampler)
-                sub = volumes[name].get_subvolume(bounds, label_downsampling=cfg.volume.label_downsampling)
+                sub = get_subvolume(volumes[name], bounds, label_downsampling=cfg.volume.label_downsampling)
                 prepared = prepare_subvolume(sub, cfg, aug_rng, augment, name)
                 if prepared is not None:
                     yield prepared

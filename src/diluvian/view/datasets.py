@@ -61,7 +61,7 @@ def volume_layers(volume, partition: tuple[Sequence[int], Sequence[int]] | None 
         own resolution. A view (e.g. a partition) is placed at its offset in
         the volume it was made from.
     partition : (partitioning, index) or None
-        Show only this partition of the volume (``Volume.partition``), at its
+        Show only this partition of the volume (:func:`~diluvian.volumes.partition_volume`), at its
         offset in the full volume and without downsampling.
     prefix : str or None
         Layer names are ``"<prefix> image"`` etc.; the volume name by default.
@@ -72,7 +72,9 @@ def volume_layers(volume, partition: tuple[Sequence[int], Sequence[int]] | None 
     """
     prefix = volume.name if prefix is None else prefix
     if partition is not None:
-        volume = volume.partition(tuple(partition[0]), tuple(partition[1]))
+        from ..volumes import partition_volume
+
+        volume = partition_volume(volume, tuple(partition[0]), tuple(partition[1]))
     offset = _offset(volume)
     res = _resolution(volume)
     layers = []
@@ -133,13 +135,14 @@ def _aligned_labels(seg, seg_name: str, full, shown, ref_name: str) -> tuple[Any
     20 nm of 10 nm data) is upsampled, nearest neighbour, to the volume's voxels.
     """
     from ..arrays import CroppedArray, UpsampledLabels
+    from ..volumes import partition_volume
 
     full_shape = np.asarray(full.shape, dtype=np.int64)
     shown_shape = np.asarray(shown.shape, dtype=np.int64)
     seg_shape = np.asarray(seg.shape, dtype=np.int64)
     offset = (0, 0, 0) if shown is full else _offset(shown)
     if (seg_shape == full_shape).all():
-        return (seg.labels if shown is full else seg.partition(shown.partitioning, shown.index).labels), offset
+        return (seg.labels if shown is full else partition_volume(seg, shown.partitioning, shown.index).labels), offset
     if shown is not full and (seg_shape == shown_shape).all():
         return seg.labels, offset
     factors = np.asarray(_resolution(seg)) / np.asarray(_resolution(full))

@@ -1,14 +1,14 @@
 """Volumes: image, labels and mask on a ZYX voxel grid, from memory, HDF5, zarr or image stacks.
 
-* :class:`Volume` (:mod:`.base`): the API: ``get_image``, ``get_labels``,
-  ``get_mask``, ``get_label_mask``, ``partition``, ``downsample``,
-  ``to_memory``, ``get_subvolume`` and coordinate mapping.
+* :class:`Volume` (:mod:`.base`): the array API: ``get_image``, ``get_labels``,
+  ``get_mask``, ``get_label_mask``, ``to_memory`` and coordinate mapping.
 * Backends: :class:`NdarrayVolume`, :class:`HDF5Volume`, :class:`ZarrVolume`,
   :class:`ImageStackVolume`.
-* Views: :class:`PartitionedVolume`, :class:`DownsampledVolume`.
+* Views (:mod:`.views`): :func:`partition_volume`, :func:`downsample_volume`
+  (:class:`PartitionedVolume`, :class:`DownsampledVolume`).
 * Dataset TOMLs: :func:`load_volumes`; config partitions: :func:`partition_volumes`.
-* Training subvolumes: :func:`sample_subvolume_bounds`, :class:`SubvolumeBounds`,
-  :class:`Subvolume` and their CSV files.
+* Training subvolumes (:mod:`.sampling`): :func:`sample_subvolume_bounds`,
+  :class:`SubvolumeBounds`, :func:`get_subvolume`, :class:`Subvolume` and their CSV files.
 """
 
 from .base import LABEL_DOWNSAMPLING_MODES, LazyArray, NdarrayVolume, Volume, image_to_float
@@ -18,11 +18,12 @@ from .imagestack import ImageStackVolume, find_sections
 from .sampling import (
     Subvolume,
     SubvolumeBounds,
+    get_subvolume,
     read_subvolume_bounds_csv,
     sample_subvolume_bounds,
     write_subvolume_bounds_csv,
 )
-from .views import DownsampledVolume, PartitionedVolume, block_mode
+from .views import DownsampledVolume, PartitionedVolume, block_mode, downsample_volume, partition_volume
 from .zarr import ZarrVolume
 
 __all__ = [
@@ -38,9 +39,12 @@ __all__ = [
     "Volume",
     "ZarrVolume",
     "block_mode",
+    "downsample_volume",
     "find_sections",
+    "get_subvolume",
     "image_to_float",
     "load_volumes",
+    "partition_volume",
     "partition_volumes",
     "read_dataset_toml",
     "read_subvolume_bounds_csv",

@@ -15,7 +15,7 @@ world_offset)``.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -23,9 +23,6 @@ from numpy.typing import ArrayLike, NDArray
 from ..arrays import LazyArray, UpsampledLabels
 from ..errors import ConfigError, DataError
 from ..geometry import Box
-
-if TYPE_CHECKING:
-    from .sampling import Subvolume, SubvolumeBounds
 
 __all__ = ["LABEL_DOWNSAMPLING_MODES", "Box", "LazyArray", "NdarrayVolume", "UpsampledLabels", "Volume",
            "image_to_float"]
@@ -329,79 +326,6 @@ class Volume:
             stop.append(idx[-1] + 1)
         return Box(start, stop)
 
-    # ------------------------------------------------------------------ derived volumes
-
-    def partition(self, partitioning: Sequence[int], index: Sequence[int]) -> "Volume":
-        """One part of a regular division of the volume (spec §4.1).
-
-        Parameters
-        ----------
-        partitioning : 3 ints >= 1
-            Number of parts per axis.
-        index : 3 ints
-            Which part, ``0 <= index < partitioning``.
-
-        Returns
-        -------
-        Volume
-            ``self`` for ``[1, 1, 1]``, else a :class:`~.views.PartitionedVolume`
-            of shape ``shape // partitioning`` starting at ``shape //
-            partitioning * index`` (remainders at the far ends are dropped).
-
-        Raises
-        ------
-        ConfigError
-            Bad partitioning or index.
-        DataError
-            A part would be empty.
-        """
-        from .views import PartitionedVolume
-
-        p = np.asarray(partitioning).reshape(-1)
-        if p.shape == (3,) and np.array_equal(p, np.round(p)) and (p == 1).all():
-            i = np.asarray(index).reshape(-1)
-            if i.shape == (3,) and (i == 0).all():
-                return self
-        return PartitionedVolume(self, partitioning, index)
-
-    def downsample(self, resolution: ArrayLike) -> "Volume":
-        """This volume at a coarser resolution.
-
-        Parameters
-        ----------
-        resolution : 3 floats, nm ZYX
-            Target resolution; 0 on an axis means this volume's resolution
-            there. Each axis must be this volume's resolution times a power of 2
-            (1, 2, 4, ...).
-
-        Returns
-        -------
-        Volume
-            ``self`` when nothing changes, else a :class:`~.views.DownsampledVolume`.
-
-        Raises
-        ------
-        DataError
-            The target is not a power-of-2 multiple of the resolution, or the
-            downsampled volume would be empty.
-        """
-        from .views import DownsampledVolume
-
-        target = np.asarray(resolution, dtype=np.float64).reshape(-1)
-        if target.shape != (3,) or not np.isfinite(target).all() or (target < 0).any():
-            raise DataError(f"volume {self.name!r}: cannot downsample to resolution {target.tolist()}: "
-                            "expected 3 non-negative numbers (nm, ZYX)")
-        target = np.where(target == 0, self.resolution, target)
-        ratio = target / self.resolution
-        k = np.round(np.log2(ratio))
-        if (k < 0).any() or not np.allclose(2.0 ** k, ratio, rtol=1e-6, atol=0):
-            raise DataError(f"volume {self.name!r}: cannot downsample from resolution {self.resolution.tolist()} nm "
-                            f"to {target.tolist()} nm: each axis must be a power-of-2 multiple (1, 2, 4, ...) "
-                            "of the volume's resolution")
-        if (k == 0).all():
-            return self
-        return DownsampledVolume(self, k.astype(np.int64))
-
     def to_memory(self) -> "NdarrayVolume":
         """An :class:`NdarrayVolume` holding this volume's data (in its local coordinates).
 
@@ -413,42 +337,6 @@ class Volume:
         mb = self._mask_bounds if self.parent is None else None
         return NdarrayVolume(self.name, resolution=self.resolution,
                              mask_bounds=None if mb is None else np.stack(tuple(mb)), **arrays)
-
-    # ------------------------------------------------------------------ subvolumes
-
-    def get_subvolume(self, bounds: "SubvolumeBounds", label_downsampling: str = "majority") -> "Subvolume":
-        """The image and the object's label mask in ``bounds``.
-
-        Parameters
-        ----------
-        bounds : SubvolumeBounds
-            ``start``/``stop`` of the image crop; the label mask covers
-            ``[start + label_margin, stop - label_margin)``. With ``label_id``
-            None (or no labels) the label mask is None.
-        label_downsampling : {"majority", "conjunction"}
-            Pooling of the object mask on downsampled volumes.
-
-        Returns
-        -------
-        Subvolume
-            Its ``seed`` is ``bounds.seed - start`` when the bounds have a seed,
-            else the crop centre ``(stop - start) // 2``.
-        """
-        from .sampling import Subvolume
-
-        if bounds.start is None or bounds.stop is None:
-            raise DataError(f"volume {self.name!r}: subvolume bounds need start and stop, got {bounds}")
-        start = np.asarray(bounds.start, dtype=np.int64)
-        stop = np.asarray(bounds.stop, dtype=np.int64)
-        margin = np.asarray(bounds.label_margin, dtype=np.int64)
-        image = self.get_image(start, stop) if self.image is not None else None
-        label_mask = None
-        if bounds.label_id is not None and self.labels is not None:
-            label_mask = self.get_label_mask(start + margin, stop - margin, bounds.label_id, label_downsampling)
-        seed = (np.asarray(bounds.seed, dtype=np.int64) - start) if bounds.seed is not None else (stop - start) // 2
-        return Subvolume(image=image, label_mask=label_mask, seed=seed, label_id=bounds.label_id,
-                         label_margin=margin.copy())
-
 
 class NdarrayVolume(Volume):
     """A volume held in memory as NumPy arrays.

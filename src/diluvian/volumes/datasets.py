@@ -16,6 +16,7 @@ from .finite import apply_nonfinite_policy
 from .hdf5 import HDF5Volume
 from .imagestack import ImageStackVolume
 from .tensorstore import TensorStoreVolume
+from .views import partition_volume
 from .zarr import ZarrVolume
 
 if sys.version_info >= (3, 11):
@@ -49,6 +50,8 @@ def read_dataset_toml(path: str | os.PathLike) -> dict[str, Any]:
         tables (``[[dataset]]``).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a dataset TOML file")
     if not path.is_file():
         raise DatasetNotFoundError(f"{path}: no such dataset file")
     try:
@@ -178,5 +181,5 @@ def partition_volumes(volumes: Mapping[str, Volume], partitions: Mapping[str, Se
             logger.debug("volume %r: no %s match; left out", name,
                          partitions_key if partitioning is None else index_key)
             continue
-        out[name] = volume.partition(partitioning, index)
+        out[name] = partition_volume(volume, partitioning, index)
     return out

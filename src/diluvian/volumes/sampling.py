@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import DataError, DatasetNotFoundError
+from ..geometry import Box
 from ..util import atomic_path, fmt_list
 from .base import Volume
 
@@ -20,6 +21,7 @@ __all__ = [
     "CSV_FIELDS",
     "Subvolume",
     "SubvolumeBounds",
+    "get_subvolume",
     "read_subvolume_bounds_csv",
     "sample_subvolume_bounds",
     "write_subvolume_bounds_csv",
@@ -123,6 +125,45 @@ class Subvolume:
         if (s < 0).any() or (s >= np.asarray(self.label_mask.shape)).any():
             return False
         return bool(self.label_mask[tuple(s)])
+
+
+def get_subvolume(volume: Volume, bounds: SubvolumeBounds, label_downsampling: str = "majority") -> Subvolume:
+    """The image and the object's label mask of ``volume`` in ``bounds``.
+
+    Parameters
+    ----------
+    volume : Volume
+    bounds : SubvolumeBounds
+        ``start``/``stop`` of the image crop; the label mask covers
+        ``[start + label_margin, stop - label_margin)``. With ``label_id``
+        None (or no labels) the label mask is None.
+    label_downsampling : {"majority", "conjunction"}
+        Pooling of the object mask on downsampled volumes.
+
+    Returns
+    -------
+    Subvolume
+        Its ``seed`` is ``bounds.seed - start`` when the bounds have a seed,
+        else the crop centre ``(stop - start) // 2``.
+
+    Raises
+    ------
+    DataError
+        Bounds without start and stop, or a box outside the volume.
+    """
+    if bounds.start is None or bounds.stop is None:
+        raise DataError(f"volume {volume.name!r}: subvolume bounds need start and stop, got {bounds}")
+    box = Box(bounds.start, bounds.stop)
+    margin = np.asarray(bounds.label_margin, dtype=np.int64)
+    image = volume.get_image(box.start, box.stop) if volume.image is not None else None
+    label_mask = None
+    if bounds.label_id is not None and volume.labels is not None:
+        label_box = box.grow(-margin)
+        label_mask = volume.get_label_mask(label_box.start, label_box.stop, bounds.label_id, label_downsampling)
+    seed = (np.asarray(bounds.seed, dtype=np.int64) - box.start) if bounds.seed is not None else \
+        (box.stop - box.start) // 2
+    return Subvolume(image=image, label_mask=label_mask, seed=seed, label_id=bounds.label_id,
+                     label_margin=margin.copy())
 
 
 # ---------------------------------------------------------------------------- sampling

@@ -20,7 +20,7 @@ from ..errors import ConfigError, DataError
 from ..geometry import Box
 from .base import Volume
 
-__all__ = ["DownsampledVolume", "PartitionedVolume", "block_mode"]
+__all__ = ["DownsampledVolume", "PartitionedVolume", "block_mode", "downsample_volume", "partition_volume"]
 
 
 class _VolumeArray(LazyArray):
@@ -260,3 +260,74 @@ class DownsampledVolume(_View):
         # Pooled voxels are valid only when their whole block is, so they lie inside these bounds.
         start = np.minimum(-(-pa // self.scale), self.shape)
         return Box(start, np.maximum(start, np.minimum(pb // self.scale, self.shape)))
+
+
+def partition_volume(volume: Volume, partitioning: Sequence[int], index: Sequence[int]) -> Volume:
+    """One part of a regular division of ``volume`` (spec §4.1).
+
+    Parameters
+    ----------
+    volume : Volume
+    partitioning : 3 ints >= 1
+        Number of parts per axis.
+    index : 3 ints
+        Which part, ``0 <= index < partitioning``.
+
+    Returns
+    -------
+    Volume
+        ``volume`` for ``[1, 1, 1]``, else a :class:`PartitionedVolume` of
+        shape ``shape // partitioning`` starting at ``shape // partitioning *
+        index`` (remainders at the far ends are dropped).
+
+    Raises
+    ------
+    ConfigError
+        Bad partitioning or index.
+    DataError
+        A part would be empty.
+    """
+    p = np.asarray(partitioning).reshape(-1)
+    if p.shape == (3,) and np.array_equal(p, np.round(p)) and (p == 1).all():
+        i = np.asarray(index).reshape(-1)
+        if i.shape == (3,) and (i == 0).all():
+            return volume
+    return PartitionedVolume(volume, partitioning, index)
+
+
+def downsample_volume(volume: Volume, resolution: ArrayLike) -> Volume:
+    """``volume`` at a coarser resolution.
+
+    Parameters
+    ----------
+    volume : Volume
+    resolution : 3 floats, nm ZYX
+        Target resolution; 0 on an axis means the volume's resolution there.
+        Each axis must be the volume's resolution times a power of 2 (1, 2,
+        4, ...).
+
+    Returns
+    -------
+    Volume
+        ``volume`` when nothing changes, else a :class:`DownsampledVolume`.
+
+    Raises
+    ------
+    DataError
+        The target is not a power-of-2 multiple of the resolution, or the
+        downsampled volume would be empty.
+    """
+    target = np.asarray(resolution, dtype=np.float64).reshape(-1)
+    if target.shape != (3,) or not np.isfinite(target).all() or (target < 0).any():
+        raise DataError(f"volume {volume.name!r}: cannot downsample to resolution {target.tolist()}: "
+                        "expected 3 non-negative numbers (nm, ZYX)")
+    target = np.where(target == 0, volume.resolution, target)
+    ratio = target / volume.resolution
+    k = np.round(np.log2(ratio))
+    if (k < 0).any() or not np.allclose(2.0 ** k, ratio, rtol=1e-6, atol=0):
+        raise DataError(f"volume {volume.name!r}: cannot downsample from resolution {volume.resolution.tolist()} nm "
+                        f"to {target.tolist()} nm: each axis must be a power-of-2 multiple (1, 2, 4, ...) "
+                        "of the volume's resolution")
+    if (k == 0).all():
+        return volume
+    return DownsampledVolume(volume, k.astype(np.int64))
