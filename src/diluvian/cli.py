@@ -36,6 +36,26 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 (any free port) to 65535, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
+    return value
+
+
 def _common_parser() -> argparse.ArgumentParser:
     """Flags shared by every subcommand (the original's common arguments)."""
     p = argparse.ArgumentParser(add_help=False)
@@ -104,7 +124,7 @@ def _add_server_args(p: argparse.ArgumentParser, note: str = "") -> None:
     """
     p.add_argument("--bind-address", default="127.0.0.1",
                    help="Address the viewer's web server listens on (default: 127.0.0.1; 0.0.0.0 for all)." + note)
-    p.add_argument("--port", type=int, default=0,
+    p.add_argument("--port", type=_port, default=0,
                    help="Port of the viewer's web server (default: 0, any free port)." + note)
     p.add_argument("--open", action="store_true", default=False,
                    help="Open the viewer in a web browser, when one is available." + note)
@@ -203,6 +223,19 @@ def _cmd_view(args: argparse.Namespace) -> int:
     if args.point is not None and args.snapshot is None:
         raise ConfigError("--point applies to --snapshot only")
     cfg = load_cli_config(args)
+    if args.snapshot is not None:
+        import re
+
+        from .outputs import dataset_names
+        from .view.snapshots import snapshot_path
+
+        try:
+            names = [n for n in dataset_names(args.volume_files) if re.match(args.volume_name_regex, n)]
+        except re.error:  # reported by the viewer's own volume selection
+            names = []
+        if len(names) > 1:
+            names = [n for n in names if n != args.segmentation]
+        check_cli_outputs(args, sorted({snapshot_path(args.snapshot, n) for n in names}))
     volumes = require_volumes(args, cfg)
     if args.snapshot is not None:
         for path in snapshot_volumes(volumes, args.snapshot, args.volume_name_regex, point=args.point,
@@ -675,7 +708,7 @@ def _add_evaluate(sub, common) -> None:
     p.add_argument("--pred-zero", choices=("cremi", "segment"), default="cremi", dest="pred_zero",
                    help="Prediction label 0 (unclaimed voxels): 'cremi' as CREMI's code (one segment for VOI, "
                         "singletons for ARAND; default) or 'segment' (one ordinary segment).")
-    p.add_argument("--n-worst", type=int, default=10, dest="n_worst",
+    p.add_argument("--n-worst", type=_count, default=10, dest="n_worst",
                    help="How many of the worst split and merged objects to list (default 10).")
     p.add_argument("--resolution", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
                    help="Voxel size in nm for the border mask (default: the ground truth's resolution).")

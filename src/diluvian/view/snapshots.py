@@ -307,6 +307,11 @@ def snapshot(
     return Path(out_png)
 
 
+def snapshot_path(out_png: str | Path, name: str) -> str:
+    """The ``--snapshot`` file of volume ``name``: ``{volume}`` in ``out_png`` replaced by the name (made file-safe)."""
+    return str(out_png).replace("{volume}", re.sub(r"[^\w.-]+", "_", name))
+
+
 def snapshot_volumes(
     volumes: Mapping[str, Any],
     out_png: str | Path,
@@ -359,7 +364,7 @@ def snapshot_volumes(
         if seg is not None:
             labels, _ = _aligned_labels(seg, segmentation, selected[name], part, name)
             title += f" with {segmentation!r}"
-        out = str(out_png).replace("{volume}", re.sub(r"[^\w.-]+", "_", name))
+        out = snapshot_path(out_png, name)
         written.append(snapshot(part, out, point=point, labels=labels, resolution=_resolution(part), title=title))
     if not written:
         raise DataError(f"nothing to draw for the volumes {', '.join(map(repr, selected))}")
