@@ -270,3 +270,46 @@ def test_cli_train_error_paths(tiny_cfg_path, tiny_dataset_toml, tmp_path, capsy
     assert rc == 2 and "needs a trained model" in err
     rc, _, err = run(capsys, "validate", "-v", tiny_dataset_toml, "-m", junk)
     assert rc == 2 and "not a diluvian model" in err
+
+
+# --------------------------------------------------------------------------- device (diluvian.device)
+
+
+def test_select_device_and_cpu_device_setup(tiny_cfg):
+    from diluvian.device import DeviceSetup, HostCopy, select_device
+    from diluvian.network import select_device as network_select_device
+
+    assert network_select_device is select_device  # one selector
+    assert select_device("cpu") == torch.device("cpu") and select_device(torch.device("cpu")).type == "cpu"
+    assert select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match='device = "cuda", but no CUDA device'):
+            select_device("cuda")
+    setup = DeviceSetup.from_config(tiny_cfg, "cpu")
+    assert (setup.device.type, setup.autocast, setup.channels_last) == ("cpu", False, False)
+    arr = np.random.default_rng(0).random((2, 3, 4, 5), dtype=np.float32)
+    t = setup.tensor(arr)
+    assert t.shape == (2, 1, 3, 4, 5) and t.device.type == "cpu"
+    np.testing.assert_array_equal(t[:, 0].numpy(), arr)
+    np.testing.assert_array_equal(HostCopy(t * 2).numpy()[:, 0], arr * 2)
+    net = build_network(tiny_cfg.model, tiny_cfg.network)
+    assert setup.prepare_model(net) is net
+    with setup.autocast_context():
+        assert not torch.is_autocast_enabled()
+    inference = DeviceSetup.for_model(net)
+    assert inference.device.type == "cpu" and not inference.autocast and not inference.channels_last
+    assert DeviceSetup.for_model(net, autocast=True).autocast  # bf16 autocast can be asked for on the CPU too
+
+
+def test_fill_uses_the_one_device_selector(tiny_cfg, tmp_path):
+    """An explicit device=cuda without CUDA is one ConfigError (was a torch error from the model load)."""
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    from diluvian.fill.run import load_fill_model
+
+    net = build_network(tiny_cfg.model, tiny_cfg.network)
+    save_model(tmp_path / "m.pt", net, tiny_cfg)
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        load_fill_model(tmp_path / "m.pt", tiny_cfg, device="cuda")
+    model, _ = load_fill_model(tmp_path / "m.pt", tiny_cfg, device="cpu")
+    assert next(model.parameters()).device.type == "cpu"
