@@ -107,6 +107,100 @@ def baseline_scores(h5: Path, resolution: float, axis: int = 0) -> dict:
     return results
 
 
+CLAIM_GRID = {"membrane_fraction": [0.1, 0.2, 0.3], "grow_distance": [2.0, 4.0, 8.0], "min_size": [20, 100, 500]}
+"""Claiming settings tried on the training half (:func:`tune_claim`)."""
+
+
+def _image_at(toml: Path, cfg, partition: bool) -> np.ndarray:
+    """The image a fill of ``toml`` sees: (validation partition,) downsampled to ``cfg``'s resolution."""
+    from diluvian.fill.run import prepare_volumes
+    from diluvian.volumes import load_volumes
+
+    (volume,) = prepare_volumes(load_volumes([toml]), cfg, partition=partition).values()
+    return np.asarray(volume.get_image((0, 0, 0), tuple(int(s) for s in volume.shape[-3:])), dtype=np.float32)
+
+
+def _upsampled_cremi(gt: np.ndarray, seg: np.ndarray) -> dict:
+    """CREMI scores of a (possibly integer-coarser) segmentation against 10 nm ground truth."""
+    from diluvian.evaluate import evaluate_volumes
+
+    factor = [g // s for g, s in zip(gt.shape, seg.shape)]
+    for axis, f in enumerate(factor):
+        seg = np.repeat(seg, f, axis=axis)
+    seg = seg[tuple(slice(0, n) for n in gt.shape)]
+    return _score_dict(evaluate_volumes(gt, seg, border_threshold_nm=25.0, resolution=(10.0,) * 3, progress=False))
+
+
+def tune_claim(train_seg: np.ndarray, train_image: np.ndarray, train_gt: np.ndarray, sigma: float = 1.0) -> dict:
+    """Grid-search the claiming settings on a fill of the training half (lowest CREMI score wins)."""
+    import itertools
+
+    from diluvian.claim import claim_unclaimed
+
+    trials = []
+    keys = list(CLAIM_GRID)
+    for values in itertools.product(*(CLAIM_GRID[k] for k in keys)):
+        params = dict(zip(keys, values))
+        claimed, _ = claim_unclaimed(train_seg, train_image, sigma=sigma, **params)
+        score = _upsampled_cremi(train_gt, claimed)["cremi_score"]
+        print(f"  claim on the training half {params}: CREMI {score:.4f}", flush=True)
+        trials.append((params, score))
+    best = min(trials, key=lambda t: t[1])
+    return {"params": best[0], "train_cremi": best[1], "trials": trials}
+
+
+def claim_study(run_dir: Path, val_toml: Path, train_toml: Path, config: list[str], h5: Path) -> dict:
+    """Score saved raw fills (``claim = false``) with and without guards and claiming.
+
+    ``run_dir`` holds ``val_guard_*.hdf5`` / ``val_noguard_*.hdf5`` (fills of the
+    validation partition with and without the flood guards) and ``train_guard_*.hdf5``
+    (a fill of the training half or a part of it, ``train_toml``, where the claiming
+    settings are tuned; nothing is chosen on the validation half).
+    """
+    from diluvian.claim import claim_unclaimed
+    from diluvian.config import load_config
+
+    cfg = load_config(config)
+
+    def seg(pattern: str) -> np.ndarray | None:
+        files = sorted(run_dir.glob(pattern))
+        if not files:
+            return None
+        with h5py.File(files[0], "r") as f:
+            return f["volumes/labels/neuron_ids"][:]
+
+    import tomllib
+
+    with h5py.File(h5, "r") as f:
+        gt = f["volumes/labels/neuron_ids"][:]
+    half = gt.shape[0] // 2
+    val_gt = gt[half:2 * half]
+    train_h5 = tomllib.loads(train_toml.read_text())["dataset"][0]["hdf5_file"]
+    with h5py.File(train_h5, "r") as f:  # the training half, or a part of it
+        train_gt = f["volumes/labels/neuron_ids"][:]
+    out: dict = {"run": str(run_dir)}
+    train_seg = seg("train_guard_*.hdf5")
+    if train_seg is not None:
+        out["train_raw"] = _upsampled_cremi(train_gt, train_seg)
+        tuned = tune_claim(train_seg, _image_at(train_toml, cfg, False), train_gt, cfg.postprocessing.boundary_sigma)
+        out["claim"] = {k: tuned[k] for k in ("params", "train_cremi")}
+    val_image = _image_at(val_toml, cfg, True)
+    for name in ("val_guard", "val_noguard"):
+        raw = seg(f"{name}_*.hdf5")
+        if raw is None:
+            continue
+        out[name] = {"raw": _upsampled_cremi(val_gt, raw)}
+        settings = {"default": {"membrane_fraction": cfg.postprocessing.membrane_fraction,
+                                "grow_distance": cfg.postprocessing.claim_grow_distance,
+                                "min_size": cfg.postprocessing.claim_min_size}}
+        if "claim" in out:
+            settings["tuned"] = out["claim"]["params"]
+        for label, params in settings.items():
+            claimed, stats = claim_unclaimed(raw, val_image, sigma=cfg.postprocessing.boundary_sigma, **params)
+            out[name][f"claim_{label}"] = _upsampled_cremi(val_gt, claimed)
+    return out
+
+
 def bare_ceilings(model_file: Path, fill_batch: int, seconds: float = 20.0) -> dict:
     """FOV/s of the trained network alone: forward at the fill's batch, forward/backward/step at the training batch."""
     import torch
@@ -174,7 +268,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--fill-batch", type=int, default=32, help="fill --move-batch-size (default 32, CPU)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--claim-study", nargs="+", type=Path, default=None, metavar="RUN_DIR",
+                        help="only score saved raw FIB-25 fills in each RUN_DIR with and without guards and "
+                             "claiming (see claim_study), with --val-toml and --train-toml")
+    parser.add_argument("--val-toml", type=Path, help="--claim-study: the whole data set's TOML")
+    parser.add_argument("--train-toml", type=Path, help="--claim-study: TOML of the training half as a volume")
     args = parser.parse_args(argv)
+    if args.claim_study:
+        h5 = data_dir() / DATASETS["fib25"][0]
+        for run_dir in args.claim_study:
+            study = claim_study(run_dir, args.val_toml, args.train_toml, args.config, h5)
+            (run_dir / "claim_study.json").write_text(json.dumps(study, indent=2, default=str))
+            print_study(study)
+        return 0
 
     diluvian = [sys.executable, "-m", "diluvian"]
     results: dict = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
@@ -227,6 +333,18 @@ def main(argv: list[str] | None = None) -> int:
 
     print_table(results)
     return 0
+
+
+def print_study(study: dict) -> None:
+    """One Markdown row per fill variant of :func:`claim_study`."""
+    print(f"\n{study['run']}: claiming tuned on the training half: {study.get('claim')}")
+    print("| fill | claiming | VOI split | VOI merge | ARAND | CREMI score | objects | unclaimed |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in ("val_guard", "val_noguard"):
+        for variant, s in study.get(name, {}).items():
+            print(f"| {name} | {variant} | {s['voi_split']:.3f} | {s['voi_merge']:.3f} | "
+                  f"{s['adapted_rand_error']:.3f} | {s['cremi_score']:.3f} | {s.get('n_pred_objects', '')} | "
+                  f"{s.get('fraction_pred_zero', np.nan):.3f} |")
 
 
 class _Scores:
