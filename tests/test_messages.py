@@ -63,3 +63,19 @@ def test_subvolume_bounds_message_shows_plain_numbers():
     with pytest.raises(DataError) as e:
         SubvolumeBounds(start=np.array([1, 2, 3]), stop=None)
     assert "start=[1, 2, 3], stop=None" in str(e.value)
+
+
+def test_view_messages_show_plain_numbers(tmp_path):
+    from diluvian.view import Layer, snapshot
+
+    image = np.zeros((4, 4, 4), np.uint8)
+    with pytest.raises(DataError) as e:
+        Layer("a", image, "image", resolution=np.array([4.0, -1.0, 4.0]))
+    assert "got [4.0, -1.0, 4.0]" in str(e.value)
+    with pytest.raises(DataError) as e:
+        Layer("a", image, "image", resolution=(4, 4, 4), offset=np.array([0.5, 0.0, 0.0]))
+    assert "got [0.5, 0.0, 0.0]" in str(e.value)
+    with pytest.raises(DataError) as e:
+        snapshot((image, None), tmp_path / "s.png", resolution=np.array([0.0, 4.0, 4.0]))
+    assert "got [0.0, 4.0, 4.0]" in str(e.value)
+    assert_plain(str(e.value))

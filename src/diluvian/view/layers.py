@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..util import fmt_list
 
 __all__ = ["Layer", "LAYER_KINDS"]
 
@@ -60,10 +61,10 @@ class Layer:
         res = tuple(float(r) for r in np.ravel(self.resolution))
         if len(res) != 3 or not all(np.isfinite(r) and r > 0 for r in res):
             raise DataError(f"layer {self.name!r}: resolution: expected 3 positive numbers (nm, ZYX), "
-                            f"got {list(np.ravel(self.resolution))}")
+                            f"got {fmt_list(np.ravel(self.resolution))}")
         off = np.ravel(self.offset)
         if off.shape != (3,) or not np.all(np.equal(np.round(off), off)):
-            raise DataError(f"layer {self.name!r}: offset: expected 3 integers (voxels, ZYX), got {list(off)}")
+            raise DataError(f"layer {self.name!r}: offset: expected 3 integers (voxels, ZYX), got {fmt_list(off)}")
         dtype = np.dtype(self.array.dtype)
         if self.kind == "segmentation" and not (dtype.kind in "iu" or dtype == np.bool_):
             raise DataError(f"layer {self.name!r}: a segmentation needs integer ids, got dtype {dtype}")

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import DataError
-from ..util import atomic_path
+from ..util import atomic_path, fmt_list
 from .datasets import _aligned_labels, _offset, _resolution, _select_with_segmentation, validation_parts
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def snapshot(
     unit = "nm" if resolution is not None else "voxels"
     res = np.asarray(resolution if resolution is not None else (1.0, 1.0, 1.0), dtype=np.float64).ravel()
     if res.shape != (3,) or np.any(res <= 0):
-        raise DataError(f"snapshot: resolution: expected 3 positive numbers (nm, ZYX), got {list(res)}")
+        raise DataError(f"snapshot: resolution: expected 3 positive numbers (nm, ZYX), got {fmt_list(res)}")
     if point is None:
         point = tuple(s // 2 for s in shape)
     point = tuple(int(p) for p in point)
