@@ -508,6 +508,93 @@ class PostprocessingConfig:
 
 
 @dataclass(frozen=True)
+class FillConfig:
+    """``[fill]``: how ``fill`` (dense), ``sparse-fill`` and validation fills run; CLI flags override.
+
+    Attributes
+    ----------
+    move_batch_size : int
+        FOVs per forward pass, across objects (dense fill: one move per object per
+        step, which gives the one-object-at-a-time result); 0: 32 on the CPU, 256 on CUDA.
+    moves_per_step : int
+        Moves one region contributes to a step (1: the exact one-move-at-a-time fill; more
+        changes the result, as the original's ``move_batch_size`` did for one object).
+    max_moves : int
+        Stop a region after this many moves; 0: no limit.
+    remask_interval : int
+        Every this many moves, keep only the seed-connected part of a region's mask; 0: never.
+    seed_generator : {"sobel", "grid"}
+    ordered_seeds : bool
+        Keep the generator's order instead of shuffling (with ``random_seed``).
+    ignore_mask : bool
+        Place seeds outside the volume's valid-data mask too.
+    bias : bool
+        Anti-merge mask update, and stop a region when its seed falls below ``t_move``.
+    reject_early_termination : bool
+        Drop the bodies of regions that did not end by running out of moves.
+    background_label_id : int
+        Label of voxels no body claims (never given to a body).
+    max_bodies : int
+        Stop after this many bodies (diagnostics); 0: no limit.
+    checkpoint_interval : int
+        Committed bodies between checkpoints; 0: only by time and on Ctrl-C.
+    checkpoint_minutes : float
+        Also checkpoint when this many minutes passed since the last one; 0: never by time.
+    device : str
+        ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+    autocast : bool
+        bf16 autocast of the forward pass on CUDA.
+    fill_batch : bool
+        Keep the batch full: when fewer regions than the batch can start, start the
+        seeds that wait for an earlier region anyway (their fills are wasted if that
+        region covers them). The segmentation is the same either way; worth it where
+        a forward pass costs the same full or not (a GPU), not on a CPU.
+    mask_storage : {"pool", "octree"}
+        ``pool``: dense mask windows around the seeds in one array, reused from region to
+        region (a region that outgrows its window moves to block-sparse storage);
+        ``octree``: block-sparse masks only. The same segmentation either way.
+    mask_memory_mb : float
+        Memory for the pool's windows (the whole box per region when it fits).
+    """
+
+    move_batch_size: int = 0
+    moves_per_step: int = 1
+    max_moves: int = 0
+    remask_interval: int = 0
+    seed_generator: str = "sobel"
+    ordered_seeds: bool = False
+    ignore_mask: bool = False
+    bias: bool = True
+    reject_early_termination: bool = False
+    background_label_id: int = 0
+    max_bodies: int = 0
+    checkpoint_interval: int = 50
+    checkpoint_minutes: float = 10.0
+    device: str = "auto"
+    autocast: bool = True
+    fill_batch: bool = False
+    mask_storage: str = "pool"
+    mask_memory_mb: float = 1024.0
+
+    def __post_init__(self) -> None:
+        for key in ("move_batch_size", "max_moves", "remask_interval", "max_bodies", "checkpoint_interval",
+                    "background_label_id", "checkpoint_minutes"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"[fill] {key}: expected a number >= 0, got {getattr(self, key)}")
+        if self.moves_per_step < 1:
+            raise ConfigError(f"[fill] moves_per_step: expected an int >= 1, got {self.moves_per_step}")
+        if self.move_batch_size and self.moves_per_step > self.move_batch_size:
+            raise ConfigError(f"[fill] moves_per_step: expected at most move_batch_size ({self.move_batch_size}), "
+                              f"got {self.moves_per_step}")
+        if self.mask_memory_mb <= 0:
+            raise ConfigError(f"[fill] mask_memory_mb: expected a number > 0, got {self.mask_memory_mb}")
+        _check_choice("fill.seed_generator", self.seed_generator, ("sobel", "grid"))
+        _check_choice("fill.mask_storage", self.mask_storage, ("pool", "octree"))
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
+            raise ConfigError(f"[fill] device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
+
+@dataclass(frozen=True)
 class BlockwiseConfig:
     """``[blockwise]``: blockwise fill on Dask (``fill --blockwise``, :mod:`diluvian.fill.blockwise`).
 
@@ -548,6 +635,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     postprocessing: PostprocessingConfig = field(default_factory=PostprocessingConfig)
+    fill: FillConfig = field(default_factory=FillConfig)
     blockwise: BlockwiseConfig = field(default_factory=BlockwiseConfig)
 
 
