@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .errors import DataError
+from .util import fmt_list
 
 __all__ = ["Box", "index_box", "index_bounds"]
 
@@ -37,10 +38,6 @@ def _ints3(value: Any) -> NDArray[np.int64] | None:
     if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and np.array_equal(arr, np.round(arr))):
         return None
     return arr.astype(np.int64)
-
-
-def _shown(value: Any) -> Any:
-    return value.tolist() if isinstance(value, np.ndarray) else value
 
 
 class Box:
@@ -67,7 +64,7 @@ class Box:
         a, b = _ints3(start), _ints3(stop)
         if a is None or b is None or (b < a).any():
             raise DataError(f"{where}: expected start and stop of 3 ints each with stop >= start (ZYX), "
-                            f"got {_shown(start)}-{_shown(stop)}")
+                            f"got {fmt_list(start)}-{fmt_list(stop)}")
         a.flags.writeable = False
         b.flags.writeable = False
         object.__setattr__(self, "start", a)
@@ -92,8 +89,8 @@ class Box:
         a = _ints3(start)
         s = _ints3(shape)
         if a is None or s is None or (s < 0).any():
-            raise DataError(f"box: expected a shape of 3 ints >= 0 and a start of 3 ints, got shape {_shown(shape)}, "
-                            f"start {_shown(start)}")
+            raise DataError(f"box: expected a shape of 3 ints >= 0 and a start of 3 ints, got shape {fmt_list(shape)}, "
+                            f"start {fmt_list(start)}")
         return cls._trusted(a, a + s)
 
     # ------------------------------------------------------------------ properties
@@ -178,7 +175,7 @@ class Box:
         """
         bs = _ints3(block_shape)
         if bs is None or (bs < 1).any():
-            raise DataError(f"box blocks: expected a block shape of 3 ints >= 1, got {_shown(block_shape)}")
+            raise DataError(f"box blocks: expected a block shape of 3 ints >= 1, got {fmt_list(block_shape)}")
         if self.empty:
             return
         o = np.asarray(origin, dtype=np.int64).reshape(3)
