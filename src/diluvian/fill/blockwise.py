@@ -18,8 +18,9 @@ Phases, each resumable:
 2. **reconcile**: neighbouring read boxes overlap by two margins. In each
    overlap the two blocks' objects are matched by agreement: ``a`` and ``b``
    are one object when the voxels they share are at least ``agreement_fraction``
-   of ``a``'s and of ``b``'s voxels in the overlap, so that a thin touch or a
-   small leak does not join two neurons. Matches go into a union-find.
+   of the smaller one's voxels in the overlap, so that a thin touch or a small
+   leak does not join two neurons, while an object that one block sees in two
+   pieces (joined outside its read box) joins both. Matches go into a union-find.
 3. **relabel**: every object that reaches a write box gets a final ID,
    consecutive from 1 in the order of its smallest block-range ID, and each
    block's write box is written through that map into the output, block by
@@ -162,10 +163,10 @@ def match_overlap(a: NDArray, b: NDArray, fraction: float) -> NDArray[np.uint64]
 
     ``a`` and ``b`` are two fills of the same box (0 = unclaimed). Objects
     ``x`` of ``a`` and ``y`` of ``b`` match when the voxels they share are at
-    least ``fraction`` of ``x``'s voxels in the box and at least ``fraction``
-    of ``y``'s, so a thin touch, a small leak or a fragment does not join two
-    objects. With ``fraction > 0.5`` an object matches at most one object of the
-    other side.
+    least ``fraction`` of the smaller one's voxels in the box: a thin touch or a
+    small leak of one into the other does not join them, while two pieces of one
+    side that are one object of the other (an object that leaves a block's read
+    box and comes back) both match it, as a single fill would have found.
     """
     a = np.asarray(a, dtype=np.uint64).ravel()
     b = np.asarray(b, dtype=np.uint64).ravel()
@@ -175,7 +176,7 @@ def match_overlap(a: NDArray, b: NDArray, fraction: float) -> NDArray[np.uint64]
     pair = ia[both].astype(np.int64) * len(ub) + ib[both]
     up, count = np.unique(pair, return_counts=True)
     pa, pb = up // len(ub), up % len(ub)
-    ok = (count >= fraction * na[pa]) & (count >= fraction * nb[pb])
+    ok = count >= fraction * np.minimum(na[pa], nb[pb])
     return np.stack([ua[pa[ok]], ub[pb[ok]]], axis=1).astype(np.uint64).reshape(-1, 2)
 
 
@@ -277,10 +278,9 @@ class _Job:
 def _load_predictor(job: _Job) -> Any:
     if not isinstance(job.model, str):
         return job.model
-    from ..network import load_model
-    from .run import resolve_device
+    from .run import load_fill_model
 
-    return load_model(job.model, resolve_device(job.cfg))[0]
+    return load_fill_model(job.model, job.cfg)[0]  # the network on the config's device; job.cfg fills
 
 
 def _fill_one_block(volume: Any, model: Any, cfg: Config, block: Block, options: dict) -> NDArray[np.uint64]:
@@ -559,7 +559,7 @@ def _open_output(store: Path, shape: Sequence[int], chunks: Sequence[int], resol
                             f"{'; '.join(diff[:3])}{' ...' if len(diff) > 3 else ''}); use --overwrite to start over")
         log.info("%s: resuming (%s)", store, "complete" if old.get("complete") else "incomplete")
         return group
-    check_writable_dir(store)
+    check_writable_dir(toml)
     group = zarr.create_group(store=str(store), zarr_format=3, attributes={
         **_ome_attrs(name, resolution), MANIFEST_ATTR: {"manifest": manifest, "complete": False}})
     arr = group.create_array(LABEL_ARRAY, shape=tuple(int(s) for s in shape), chunks=tuple(int(c) for c in chunks),
@@ -626,9 +626,9 @@ def blockwise_fill(
     cfg: Config,
     output: str | os.PathLike,
     *,
-    block_shape: Sequence[int] = (128, 128, 128),
-    margin_moves: int = 2,
-    agreement_fraction: float = 0.5,
+    block_shape: Sequence[int] | None = None,
+    margin_moves: int | None = None,
+    agreement_fraction: float | None = None,
     client: Any = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -651,13 +651,14 @@ def blockwise_fill(
     output : path-like
         Output name without extension: ``<output>.zarr``, ``<output>.toml`` and,
         while running, ``<output>.blockwise/``.
-    block_shape : 3 ints
-        Write box of a block; clipped to the volume. At least the input FOV plus
-        the margin, and two margins, on every axis the volume is larger than it.
-    margin_moves : int
-        Context margin beyond half the FOV, in move steps.
-    agreement_fraction : float in (0, 1]
-        Reconciliation rule (see :func:`match_overlap`).
+    block_shape : 3 ints, optional
+        Write box of a block (default ``[blockwise] block_shape``); clipped to the
+        volume. At least the input FOV plus the margin, and two margins, on every
+        axis the volume is larger than it.
+    margin_moves : int, optional
+        Context margin beyond half the FOV, in move steps (default ``[blockwise] margin_moves``).
+    agreement_fraction : float in (0, 1], optional
+        Reconciliation rule (see :func:`match_overlap`; default ``[blockwise] agreement_fraction``).
     client : distributed.Client, optional
         Where the tasks run (see :func:`dask_client`); None runs them here.
     overwrite : bool
@@ -692,6 +693,9 @@ def blockwise_fill(
         Bad options.
     """
     t_start = time.perf_counter()
+    block_shape = cfg.blockwise.block_shape if block_shape is None else block_shape
+    margin_moves = cfg.blockwise.margin_moves if margin_moves is None else margin_moves
+    agreement_fraction = cfg.blockwise.agreement_fraction if agreement_fraction is None else agreement_fraction
     if not 0.0 < float(agreement_fraction) <= 1.0:
         raise ConfigError(f"agreement_fraction: expected a fraction in (0, 1], got {agreement_fraction}")
     if int(margin_moves) < 0:
@@ -785,3 +789,78 @@ def blockwise_fill(
     result = BlockwiseResult(store, toml, shape, len(blocks), len(todo), objects, joined, seconds, stats)
     log.info("%s: %s", source.name, result.summary())
     return result
+
+
+def fill_volumes_blockwise(
+    dataset_files: Sequence[str | os.PathLike],
+    model_file: str | os.PathLike,
+    cfg: Config,
+    output_pattern: str,
+    *,
+    partition: bool = False,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    block_shape: Sequence[int] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    **fill_options: Any,
+) -> dict[str, BlockwiseResult]:
+    """Blockwise fill of every volume of the dataset TOMLs (what ``fill --blockwise`` does).
+
+    Parameters
+    ----------
+    dataset_files : sequence of path-like
+        Dataset TOMLs; workers reopen the volumes from them.
+    model_file : path-like
+        Model file; each task loads it.
+    cfg : Config
+        Effective fill config (see :func:`~diluvian.fill.run.load_fill_model`).
+    output_pattern : str
+        Output name without extension, ``{volume}`` replaced by the volume name
+        (required with more than one volume): ``<name>.zarr`` and ``<name>.toml``.
+    partition : bool
+        Only the validation partitions.
+    scheduler : str, optional
+        Address of a running Dask scheduler; default a ``LocalCluster``.
+    workers : int, optional
+        Local cluster workers (default: the CPU cores; 0: serial, in this process).
+    block_shape : 3 ints, optional
+        Default ``[blockwise] block_shape``.
+    overwrite : bool
+        Replace existing outputs instead of resuming them.
+    **fill_options
+        See :func:`blockwise_fill`.
+
+    Raises
+    ------
+    ConfigError, DataError, DatasetNotFoundError
+        See :func:`blockwise_fill` and :func:`dask_client`.
+    """
+    from ..volumes import load_volumes
+    from .run import _output_name, prepare_volumes
+
+    if not dataset_files:
+        raise ConfigError("no volumes: give one or more dataset TOML files with -v/--volume-file")
+    if workers is not None and workers < 0:
+        raise ConfigError(f"--workers: expected an int >= 0, got {workers}")
+    if not Path(model_file).is_file():
+        raise DatasetNotFoundError(f"{model_file}: no such model file")
+    files = tuple(str(p) for p in dataset_files)
+    names = list(prepare_volumes(load_volumes([Path(p) for p in files], in_memory=False), cfg, partition))
+    if not names:
+        raise ConfigError("no volumes to fill")
+    outputs = {n: _output_name(output_pattern, n, len(names), "output name") for n in names}
+    for out in outputs.values():
+        check_writable_dir(out + ".toml")
+    threads = None
+    if scheduler is None and workers != 0:
+        n = workers or os.cpu_count() or 1
+        threads = max(1, (os.cpu_count() or 1) // n)
+    results = {}
+    with dask_client(scheduler, workers) as client:
+        for name in names:
+            results[name] = blockwise_fill(
+                VolumeSource(files, name, partition), str(model_file), cfg, outputs[name], block_shape=block_shape,
+                client=client, overwrite=overwrite, progress=progress, torch_threads=threads,
+                comments=[f"Filling model: {model_file}"], **fill_options)
+    return results

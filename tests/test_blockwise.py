@@ -1,0 +1,344 @@
+"""Blockwise fill on Dask: tiling, reconciliation, serial = LocalCluster = single fill, kill -9 + resume, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diluvian.config import Config, ModelConfig, PostprocessingConfig
+from diluvian.fill.blockwise import (
+    ID_STRIDE,
+    VolumeSource,
+    blockwise_fill,
+    dask_client,
+    final_ids,
+    match_overlap,
+    plan_blocks,
+)
+
+HERE = Path(__file__).resolve().parent
+DASK = Path(sys.executable).with_name("dask")
+
+# --------------------------------------------------------------------------- helpers
+
+
+def oracle_cfg() -> Config:
+    """9³ FOVs, move step 4 (margin 4 + 2 moves = 12 voxels); no merging by overlap, no claiming."""
+    model = ModelConfig(input_fov_shape=(9, 9, 9), output_fov_shape=(9, 9, 9), output_fov_move_fraction=2)
+    post = PostprocessingConfig(min_body_size=10, merge_overlap_fraction=0.0)
+    if "claim" in PostprocessingConfig.__dataclass_fields__:
+        import dataclasses
+
+        post = dataclasses.replace(post, claim=False)
+    return Config(model=model, postprocessing=post)
+
+
+def make_oracle(model_cfg: ModelConfig, delay: float = 0.0):
+    """``predict(images, masks)``: 0.95 on voxels of the seed's intensity, else 0.05 (a closure: Dask pickles it
+    by value). ``delay`` seconds per call slow a fill down for the kill test."""
+    out = np.asarray(model_cfg.output_fov_shape)
+    lo = (np.asarray(model_cfg.input_fov_shape) - out) // 2
+
+    def predict(images, masks):
+        if delay:
+            time.sleep(delay)
+        n = len(images)
+        ref = images.reshape(n, -1)[np.arange(n), masks.reshape(n, -1).argmax(1)]
+        crop = images[:, lo[0]:lo[0] + out[0], lo[1]:lo[1] + out[1], lo[2]:lo[2] + out[2]]
+        return np.where(np.abs(crop - ref[:, None, None, None]) < 1e-4, 0.95, 0.05).astype(np.float32)
+
+    return predict
+
+
+def write_dataset(directory: Path, shape=(24, 64, 64), seed=0) -> tuple[Path, np.ndarray]:
+    """An HDF5 volume whose objects each have their own intensity (for the oracle), and its dataset TOML."""
+    import h5py
+
+    from diluvian.synthetic import labelled_intensity_volume
+
+    image, lab = labelled_intensity_volume(shape, seed=seed, resolution_nm=20.0)
+    with h5py.File(directory / "v.h5", "w") as f:
+        f["raw"] = image
+        f["lab"] = lab
+    toml = directory / "v.toml"
+    toml.write_text('[[dataset]]\nname = "v"\nhdf5_file = "v.h5"\nimage_dataset = "raw"\nlabel_dataset = "lab"\n'
+                    'resolution = [20, 20, 20]\n')
+    return toml, lab
+
+
+def read_output(base: Path) -> np.ndarray:
+    import zarr
+
+    return zarr.open_array(store=str(base) + ".zarr/0", mode="r")[...]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    d = tmp_path_factory.mktemp("blockwise")
+    toml, lab = write_dataset(d)
+    return d, toml, lab
+
+
+@pytest.fixture(scope="module")
+def serial_output(dataset):
+    """The serial blockwise fill of the dataset: 4 blocks of 24 × 32 × 32."""
+    d, toml, _ = dataset
+    cfg = oracle_cfg()
+    result = blockwise_fill(VolumeSource((str(toml),), "v"), make_oracle(cfg.model), cfg, d / "serial",
+                            block_shape=(32, 32, 32), progress=False)
+    return result, read_output(d / "serial")
+
+
+# --------------------------------------------------------------------------- geometry and reconciliation
+
+
+def test_blocks_tile_the_volume_and_a_small_remainder_joins_its_neighbour():
+    blocks = plan_blocks((50, 70, 64), (32, 32, 32), (5, 6, 7), smallest=(12, 12, 12))
+    cover = np.zeros((50, 70, 64), np.int32)
+    for b in blocks:
+        cover[tuple(slice(a, c) for a, c in zip(b.write_start, b.write_stop))] += 1
+        assert b.read_start == tuple(max(0, w - m) for w, m in zip(b.write_start, (5, 6, 7)))
+        assert b.read_stop == tuple(min(s, w + m) for s, w, m in zip((50, 70, 64), b.write_stop, (5, 6, 7)))
+    assert (cover == 1).all()
+    # Z: 0-32, 32-50 (18 >= 12 stays); Y: 0-32, 32-70 (the 6-voxel remainder joined); X: 0-32, 32-64
+    assert sorted({(b.write_start[0], b.write_stop[0]) for b in blocks}) == [(0, 32), (32, 50)]
+    assert sorted({(b.write_start[1], b.write_stop[1]) for b in blocks}) == [(0, 32), (32, 70)]
+    assert len(blocks) == 8 and [b.index for b in blocks] == list(range(8))
+
+
+def test_agreement_joins_an_object_cut_by_a_face_not_a_thin_touch():
+    # one overlap box seen by two blocks: block a has objects 1 and 2, block b has 7 and 8
+    a = np.zeros((10, 10, 10), np.uint64)
+    b = np.zeros_like(a)
+    a[:, :, :5] = 1  # object 1 = b's 7, a little shorter on a's side
+    b[:, :, :6] = 7
+    a[:, :, 6:] = 2
+    b[:, :, 6:] = 8
+    a[:, :2, 5:7] = 1  # a's object 1 leaks thinly into b's object 8
+    matches = {tuple(m) for m in match_overlap(a, b, 0.5).tolist()}
+    assert matches == {(1, 7), (2, 8)}
+    b[:, :, 6:] = 0  # b did not see object 8: nothing to join 2 with
+    assert {tuple(m) for m in match_overlap(a, b, 0.5).tolist()} == {(1, 7)}
+    # a fraction of 1.0 needs perfect agreement
+    assert match_overlap(a, b, 1.0).tolist() == []
+
+
+def test_final_ids_are_consecutive_in_order_of_the_smallest_raw_id():
+    s = ID_STRIDE
+    core = [np.array([s + 1, s + 2], np.uint64), np.array([2 * s + 1, 2 * s + 5], np.uint64)]
+    raw, final = final_ids(core, [np.array([[s + 2, 2 * s + 5]], np.uint64)])
+    assert raw.tolist() == [s + 1, s + 2, 2 * s + 1, 2 * s + 5]
+    assert final.tolist() == [1, 2, 3, 2]
+
+
+# --------------------------------------------------------------------------- fills
+
+
+def test_serial_blockwise_equals_the_single_fill_and_joins_objects_cut_by_faces(dataset, serial_output):
+    from diluvian.fill import fill_volume_with_model
+    from diluvian.volumes import load_volumes
+
+    d, toml, lab = dataset
+    result, seg = serial_output
+    cfg = oracle_cfg()
+    single = np.asarray(fill_volume_with_model(load_volumes([toml])["v"], make_oracle(cfg.model), cfg,
+                                               progress=False).labels)
+    assert result.blocks == 4 and result.filled == 4 and result.joined > 0
+    # nearly the same voxels claimed (a piece that only the whole volume connects to a seed can stay
+    # unclaimed), and a one-to-one map between the two labelings where both claim
+    assert ((seg > 0) != (single > 0)).mean() < 0.01
+    both = (seg > 0) & (single > 0)
+    pairs = np.unique(np.stack([seg[both], single[both]], axis=1), axis=0)
+    assert len(pairs) == len(np.unique(pairs[:, 0])) == len(np.unique(pairs[:, 1]))
+    assert np.unique(seg[seg > 0]).tolist() == list(range(1, result.objects + 1))
+    # no ground-truth object that crosses a block face (y or x = 32) is in more pieces than the single fill's
+    crossing = set(np.unique(lab[:, 31:33, :])) | set(np.unique(lab[:, :, 31:33]))
+    crossing.discard(0)
+    assert len(crossing) >= 5
+    whole = 0
+    for obj in crossing:
+        pieces = len(np.unique(seg[(lab == obj) & (seg > 0)]))
+        assert pieces <= len(np.unique(single[(lab == obj) & (single > 0)]))
+        whole += pieces == 1
+    assert whole >= 5
+    # the output is a zarr v3 + OME-Zarr 0.5 store and a [[zarr]] dataset that loads as a volume
+    meta = json.loads((d / "serial.zarr" / "zarr.json").read_text())
+    assert meta["zarr_format"] == 3 and meta["attributes"]["ome"]["version"] == "0.5"
+    assert meta["attributes"]["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] \
+        == [20.0, 20.0, 20.0]
+    vol = load_volumes([result.toml], in_memory=False)["v segmentation"]
+    assert vol.resolution.tolist() == [20.0, 20.0, 20.0]
+    np.testing.assert_array_equal(vol.get_labels((0, 0, 0), vol.shape), seg)
+    assert not (d / "serial.blockwise").exists()
+
+
+def test_local_cluster_with_two_workers_equals_serial(dataset, serial_output, caplog):
+    d, toml, _ = dataset
+    cfg = oracle_cfg()
+    with caplog.at_level("INFO", logger="diluvian"):
+        with dask_client(workers=2) as client:
+            assert len(client.scheduler_info()["workers"]) == 2
+            result = blockwise_fill(VolumeSource((str(toml),), "v"), make_oracle(cfg.model), cfg, d / "cluster",
+                                    block_shape=(32, 32, 32), client=client, progress=False)
+    assert "dashboard: http://" in caplog.text
+    assert len({s["pid"] for s in result.block_stats} - {os.getpid()}) >= 1  # filled in worker processes
+    np.testing.assert_array_equal(read_output(d / "cluster"), serial_output[1])
+
+
+KILLED_RUN = """
+import sys
+sys.path.insert(0, {here!r})
+from test_blockwise import VolumeSource, blockwise_fill, dask_client, make_oracle, oracle_cfg
+if __name__ == "__main__":
+    cfg = oracle_cfg()
+    with dask_client(workers={workers}) as client:
+        blockwise_fill(VolumeSource(({toml!r},), "v"), make_oracle(cfg.model, delay=0.01), cfg, {out!r},
+                       block_shape=(32, 32, 32), client=client, progress=False)
+"""
+
+
+def test_kill_9_then_rerun_skips_finished_blocks_and_gives_the_same_output(dataset, serial_output, tmp_path):
+    d, toml, _ = dataset
+    out = tmp_path / "killed"
+    script = tmp_path / "run.py"
+    script.write_text(KILLED_RUN.format(here=str(HERE), workers=0, toml=str(toml), out=str(out)))
+    proc = subprocess.Popen([sys.executable, str(script)], start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    blocks_dir = Path(str(out) + ".blockwise") / "blocks"
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if blocks_dir.is_dir() and len(list(blocks_dir.glob("*.npz"))) >= 1:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = len(list(blocks_dir.glob("*.npz")))
+    assert 1 <= done < 4
+    cfg = oracle_cfg()
+    result = blockwise_fill(VolumeSource((str(toml),), "v"), make_oracle(cfg.model), cfg, out,
+                            block_shape=(32, 32, 32), progress=False)
+    assert result.filled == 4 - done
+    np.testing.assert_array_equal(read_output(out), serial_output[1])
+    # a rerun of a finished fill does nothing and keeps the output
+    again = blockwise_fill(VolumeSource((str(toml),), "v"), make_oracle(cfg.model), cfg, out,
+                           block_shape=(32, 32, 32), progress=False)
+    assert again.filled == 0 and again.objects == result.objects
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def save_tiny_model(path: Path) -> None:
+    import torch
+
+    from diluvian.config import NetworkConfig
+    from diluvian.network import build_network, save_model
+
+    torch.manual_seed(0)
+    cfg = Config(model=ModelConfig(input_fov_shape=(9, 9, 9), output_fov_shape=(9, 9, 9),
+                                   output_fov_move_fraction=2, t_final=0.5),
+                 network=NetworkConfig(num_modules=1, convolution_filters=4))
+    save_model(path, build_network(cfg.model, cfg.network), cfg)
+
+
+@pytest.fixture(scope="module")
+def cli_dataset(tmp_path_factory):
+    d = tmp_path_factory.mktemp("blockwise_cli")
+    toml, _ = write_dataset(d, shape=(24, 48, 48))
+    save_tiny_model(d / "tiny.pt")
+    return d, toml
+
+
+def run_cli(capsys, *argv):
+    from diluvian.cli import main
+
+    rc = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_cli_on_dask_scheduler_and_worker_processes(cli_dataset, tmp_path, capsys):
+    d, toml = cli_dataset
+    sched_file = tmp_path / "scheduler.json"
+    env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False")
+    procs = [subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
+                               ":0", "--scheduler-file", str(sched_file)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        procs.append(subprocess.Popen([str(DASK), "worker", "--scheduler-file", str(sched_file), "--nworkers", "1",
+                                       "--nthreads", "1", "--no-dashboard"], env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        address = json.loads(sched_file.read_text())["address"]
+        from distributed import Client
+
+        with Client(address, timeout=30) as c:
+            c.wait_for_workers(1, timeout=60)
+        out = tmp_path / "seg"
+        rc, stdout, err = run_cli(capsys, "fill", "--blockwise", "--scheduler", address, "-v", toml, "-m",
+                                  d / "tiny.pt", "--block-shape", 24, 24, 24, out)
+        assert rc == 0, err
+        assert "v: 4 blocks (4 filled now)" in stdout
+        cluster = read_output(out)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+    # the same in this process, and evaluate reads the zarr output like any volume
+    rc, _, err = run_cli(capsys, "fill", "--blockwise", "--workers", 0, "-v", toml, "-m", d / "tiny.pt",
+                         "--block-shape", 24, 24, 24, tmp_path / "serial")
+    assert rc == 0, err
+    np.testing.assert_array_equal(read_output(tmp_path / "serial"), cluster)
+    rc, stdout, err = run_cli(capsys, "evaluate", "-v", toml, "-v", str(out) + ".toml", "v", "v segmentation")
+    assert rc == 0, err
+    assert "CREMI" in stdout or "cremi" in stdout.lower()
+
+
+def _blockwise_cli(cli_dataset, out, *extra):
+    d, toml = cli_dataset
+    return ("fill", "--blockwise", "--workers", 0, "-v", toml, "-m", d / "tiny.pt", *extra, out)
+
+
+def test_cli_bad_input_is_one_line_exit_2(cli_dataset, tmp_path, capsys):
+    import zarr
+
+    d, toml = cli_dataset
+    out = tmp_path / "seg"
+
+    def fails(argv, words):
+        t0 = time.monotonic()
+        rc, _, err = run_cli(capsys, *argv)
+        lines = err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and words in lines[0], err
+        return time.monotonic() - t0
+
+    # unreachable scheduler: an error within seconds
+    unreachable = list(_blockwise_cli(cli_dataset, out))
+    unreachable[2:4] = ["--scheduler", "tcp://127.0.0.1:9"]
+    assert fails(unreachable, "cannot reach a Dask scheduler") < 20
+    fails(_blockwise_cli(cli_dataset, out, "--block-shape", 8, 24, 24), "smaller than the FOV")
+    fails(("fill", "--blockwise", "-v", tmp_path / "none.toml", "-m", d / "tiny.pt", out), "none.toml")
+    fails(_blockwise_cli(cli_dataset, out, "--viewer"), "not with --blockwise")
+    fails(("fill", "--workers", 2, "-v", toml, "-m", d / "tiny.pt", out), "only with --blockwise")
+    # an existing store of another shape is refused unless --overwrite
+    zarr.create_group(store=str(out) + ".zarr", zarr_format=3).create_array("0", shape=(4, 4, 4), dtype="uint64")
+    fails(_blockwise_cli(cli_dataset, out, "--block-shape", 24, 24, 24), "exists with shape [4, 4, 4]")
+    rc, _, err = run_cli(capsys, *_blockwise_cli(cli_dataset, out, "--block-shape", 24, 24, 24, "--overwrite"))
+    assert rc == 0, err
+    # a rerun with another block shape (another manifest) is refused
+    fails(_blockwise_cli(cli_dataset, out, "--block-shape", 48, 24, 24), "another volume or config")
+    assert not Path(str(out) + ".blockwise").exists()
