@@ -8,6 +8,7 @@ when modules import each other in a circle, or when a module is in no layer. Exi
 
     python scripts/check_imports.py              # the listing, then the problems
     python scripts/check_imports.py -q           # only the problems and a summary line (make test)
+    python scripts/check_imports.py --layers     # the layer order, top first
     python scripts/check_imports.py --package path/to/pkg --layers-from my_layers.py
 
 The layer order is the data below: edit ``LAYERS`` when a module moves or appears.
@@ -223,12 +224,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers-from", type=Path,
                         help="a Python file defining LAYERS to use instead of the one in this script")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the problems and a summary")
+    parser.add_argument("--layers", action="store_true", help="print the layer order, top first, and exit")
     args = parser.parse_args(argv)
     layers = LAYERS
     if args.layers_from is not None:
         scope: dict = {}
         exec(compile(args.layers_from.read_text(), str(args.layers_from), "exec"), scope)
         layers = scope["LAYERS"]
+    if args.layers:
+        for index in reversed(range(len(layers))):
+            print(f"{index}: {', '.join(layers[index])}")
+        return 0
     if not args.package.is_dir():
         print(f"{args.package}: not a directory (expected the package's source folder)", file=sys.stderr)
         return 2

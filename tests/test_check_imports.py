@@ -115,3 +115,12 @@ def test_longest_prefix_decides_the_layer(ci):
     assert ci.layer_of("diluvian.volumes.views", layers) == 2
     assert ci.layer_of("diluvian.volumesx", layers) is None
     assert ci.layer_of("diluvian", [["__init__"]]) == 0
+
+
+def test_layers_option_prints_the_order_top_first(tmp_path):
+    layers_file = tmp_path / "layers.py"
+    layers_file.write_text('LAYERS = [["errors"], ["config", "sub"], ["top"]]\n')
+    done = subprocess.run([sys.executable, str(SCRIPT), "--layers-from", str(layers_file), "--layers"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert done.stdout.splitlines() == ["2: top", "1: config, sub", "0: errors"]
