@@ -84,6 +84,8 @@ def world(tmp_path_factory):
     (d / "empty.h5").write_bytes(b"")
     _dataset_toml(d / "emptyh5.toml", "e", "empty.h5")
     _dataset_toml(d / "dirh5.toml", "e", "adir")
+    _dataset_toml(d / "labelsonly.toml", "labelsonly", "tiny.h5", image=None)
+    _dataset_toml(d / "imageonly.toml", "imageonly", "tiny.h5", labels=None)
     (d / "empty").write_bytes(b"")
     (d / "adir").mkdir()
     (d / "train.toml").write_text(TRAIN_TOML)
@@ -168,6 +170,16 @@ CASES = [
      "resume file {d}/seg_tiny.toml: segmentation of shape", {}),
     ("bounds-csv-missing-columns", "sparse-fill -m {d}/model.pt -v {d}/tiny.toml -bi {d}/bounds_{{volume}}.csv "
      "-o {o}/s.h5", "bounds_tiny.csv: line 1: expected the header", {}),
+    ("resume-file-is-directory", "fill -m {d}/model.pt -v {d}/tiny.toml {o}/seg --resume-file {d}/adir",
+     "adir: resume segmentation is a directory", {}),
+    ("resume-file-is-empty", "fill -m {d}/model.pt -v {d}/tiny.toml {o}/seg --resume-file {d}/empty",
+     "empty: not an HDF5 file", {}),
+    # volumes without what the command needs
+    ("train-labels-only", "train -c {d}/train.toml -v {d}/labelsonly.toml -mo {o}/m",
+     "training needs volumes with an image; labels only: 'labelsonly'", {}),
+    ("train-image-only", "train -c {d}/train.toml -v {d}/imageonly.toml -mo {o}/m",
+     "without labels: 'imageonly'", {}),
+    ("fill-labels-only", "fill -m {d}/model.pt -v {d}/labelsonly.toml {o}/seg", "'labelsonly' has no image", {}),
     # counts that are zero or negative
     ("gen-subv-bounds-zero", "gen-subv-bounds -v {d}/tiny.toml {o}/b_{{volume}}.csv 0", "num_bounds", {}),
     ("gen-subv-bounds-negative", "gen-subv-bounds -v {d}/tiny.toml {o}/b_{{volume}}.csv -3", "num_bounds", {}),

@@ -202,6 +202,8 @@ def load_resume(path: str | os.PathLike) -> tuple[FillState | None, np.ndarray, 
         label_ds = entry.get("label_dataset", LABEL_DATASET)
     else:
         h5 = path
+    if h5.is_dir():
+        raise DataError(f"{h5}: resume segmentation is a directory, expected an HDF5 file or its TOML")
     if not h5.is_file():
         raise DatasetNotFoundError(f"{h5}: resume segmentation file does not exist")
     try:

@@ -55,7 +55,7 @@ def prepare_training_volumes(cfg: Config, volumes: Mapping[str, Any], *, need_tr
     Raises
     ------
     DataError
-        A volume has no labels, or a FOV-sized subvolume does not fit a part.
+        A volume has no labels or no image, or a FOV-sized subvolume does not fit a part.
     ConfigError
         No volume matches the partition regexes (the message lists the volume
         names and the regexes).
@@ -66,6 +66,9 @@ def prepare_training_volumes(cfg: Config, volumes: Mapping[str, Any], *, need_tr
     if unlabelled:
         raise DataError(f"training needs labelled volumes (ground truth); without labels: "
                         f"{', '.join(repr(n) for n in unlabelled)}")
+    imageless = [name for name, v in volumes.items() if v.image is None]
+    if imageless:
+        raise DataError(f"training needs volumes with an image; labels only: {', '.join(repr(n) for n in imageless)}")
     tc = cfg.training
     names = ", ".join(repr(n) for n in volumes)
     out = []
