@@ -86,6 +86,18 @@ def test_mask_policy_leaves_non_finite_voxels_out_of_evaluation(nan_toml, tmp_pa
     assert plain.voi_split > 0 or plain.voi_merge > 0  # the error is visible when the voxels are evaluated
 
 
+def test_policy_survives_pickling_of_lazy_hdf5_volumes(nan_toml):
+    import pickle
+
+    for policy in ("error", "mask"):
+        vol = pickle.loads(pickle.dumps(load_volumes([nan_toml], in_memory=False, nonfinite=policy)["nan"]))
+        if policy == "error":
+            with pytest.raises(DataError, match="is nan"):
+                vol.get_image((0, 0, 0), vol.shape)
+        else:
+            assert vol.get_image((0, 0, 0), vol.shape)[NAN_AT] == 0 and not vol.get_mask((0, 0, 0), vol.shape)[NAN_AT]
+
+
 def test_integer_images_are_not_wrapped(tiny_volume):
     before = tiny_volume.image
     apply_nonfinite_policy(tiny_volume, "mask")

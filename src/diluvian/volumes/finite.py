@@ -125,6 +125,7 @@ def apply_nonfinite_policy(volume: Volume, policy: str = "error", where: str | N
         where = f"{path}: dataset {dataset!r} (volume {volume.name!r})" if path is not None and dataset else \
             f"{path or 'volume ' + repr(volume.name)}: image"
     volume.image = FiniteImage(image, where, policy)
+    volume.nonfinite_policy = policy  # type: ignore[attr-defined]  (kept when an HDF5 volume is pickled)
     if policy == "mask":
         volume.mask = _FiniteMask(image, volume.mask)
         if volume.labels is not None:

@@ -148,10 +148,15 @@ class HDF5Volume(Volume):
         return out
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"init_args": self._init_args, "resolution": self.resolution, "mask_bounds": self._mask_bounds}
+        return {"init_args": self._init_args, "resolution": self.resolution, "mask_bounds": self._mask_bounds,
+                "nonfinite": getattr(self, "nonfinite_policy", None)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         args = list(state["init_args"])
         args[5] = state["resolution"]
         self.__init__(*args)  # type: ignore[misc]
+        if state.get("nonfinite"):  # the NaN/Inf check goes with the volume to worker processes
+            from .finite import apply_nonfinite_policy
+
+            apply_nonfinite_policy(self, state["nonfinite"])
         self._mask_bounds = state["mask_bounds"]
