@@ -92,3 +92,79 @@ def test_lazy_image_takes_the_per_region_path_with_the_same_result(tmp_path):
     a = fill_volume_with_model(vol, predict, cfg, in_memory=True, progress=False)
     b = fill_volume_with_model(vol, predict, cfg, in_memory=False, progress=False)
     assert np.array_equal(a.labels, b.labels) and a.stats.bodies > 3
+
+
+# --------------------------------------------------------------------------- [fill], checkpoints, batch
+
+
+def test_fill_config_keys_and_keywords_override_in_that_order():
+    from diluvian.fill.dense import with_fill_options
+
+    cfg = small_cfg()
+    cfg = dataclasses.replace(cfg, fill=dataclasses.replace(cfg.fill, seed_generator="grid", max_moves=7))
+    assert with_fill_options(cfg, max_moves=None).fill.max_moves == 7  # None: the config's value
+    assert with_fill_options(cfg, max_moves=3).fill == dataclasses.replace(cfg.fill, max_moves=3)
+    image, _ = voronoi_volume()
+    a = fill_volume_with_model(image, make_oracle(cfg.model), cfg, progress=False)
+    b = fill_volume_with_model(image, make_oracle(cfg.model), small_cfg(), seed_generator="grid", max_moves=7,
+                               progress=False)
+    assert np.array_equal(a.labels, b.labels) and a.state.options["seed_generator"] == "grid"
+
+
+def test_checkpoint_holds_every_result_option_and_a_changed_one_is_refused(tmp_path):
+    from diluvian.errors import DataError
+    from diluvian.fill.output import Checkpointer, load_resume
+
+    cfg = small_cfg()
+    image, _ = voronoi_volume(seed=4)
+    oracle = make_oracle(cfg.model)
+    ckpt = Checkpointer(tmp_path / "seg", (10, 10, 10), "array")
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(state, labels, conflicts):
+        ckpt(state, labels, conflicts)
+        raise Stop
+
+    with pytest.raises(Stop):
+        fill_volume_with_model(image, oracle, cfg, move_batch_size=4, checkpoint=stop_after_first,
+                               checkpoint_interval=1, progress=False)
+    state, labels, conflicts, _ = load_resume(ckpt.toml_path)
+    for key in ("t_move", "t_final", "move_priority", "move_recheck", "output_fov_move_fraction", "min_body_size"):
+        assert key in state.options, key
+    changed = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, t_move=0.8))
+    with pytest.raises(DataError, match=r"t_move = 0\.8 \(checkpoint: 0\.9\)"):
+        fill_volume_with_model(image, oracle, changed, resume_state=state, resume_labels=labels, progress=False)
+    with pytest.raises(DataError, match="max_moves"):
+        fill_volume_with_model(image, oracle, cfg, resume_state=state, resume_labels=labels, max_moves=5,
+                               progress=False)
+    # the same options (another batch size, which does not change the result) resume
+    fill_volume_with_model(image, oracle, cfg, resume_state=state, resume_labels=labels, resume_conflicts=conflicts,
+                           move_batch_size=2, progress=False)
+
+
+def test_checkpoints_come_by_time_too(monkeypatch):
+    import diluvian.fill.dense as dense
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(dense.time, "perf_counter", lambda: clock.__setitem__("t", clock["t"] + 1.0) or clock["t"])
+    cfg = small_cfg()
+    image, _ = voronoi_volume(seed=4)
+    saved = []
+    r = fill_volume_with_model(image, make_oracle(cfg.model), cfg, move_batch_size=4, progress=False,
+                               checkpoint=lambda state, labels, conflicts: saved.append(state.next_seed),
+                               checkpoint_interval=0, checkpoint_minutes=1.0)
+    assert r.stats.bodies > 1 and len(saved) >= 2  # 1 "second" per clock read: a minute passes many times
+    assert saved == sorted(saved)
+
+
+def test_fill_batch_keeps_batches_fuller_with_the_same_segmentation():
+    cfg = small_cfg()
+    image, _ = voronoi_volume(shape=(20, 36, 36), n=9, seed=3)
+    predict = make_oracle(cfg.model, noise=0.02)
+    plain = fill_volume_with_model(image, predict, cfg, move_batch_size=16, progress=False)
+    full = fill_volume_with_model(image, predict, cfg, move_batch_size=16, fill_batch=True, progress=False)
+    one = fill_volume_with_model(image, predict, cfg, move_batch_size=1, progress=False)
+    assert np.array_equal(full.labels, plain.labels) and np.array_equal(full.labels, one.labels)
+    assert full.stats.mean_batch > plain.stats.mean_batch

@@ -276,14 +276,14 @@ def _fill_common_args(p: argparse.ArgumentParser) -> None:
     """Flags shared by fill and sparse-fill."""
     p.add_argument("--partition-volumes", action="store_true", dest="partition_volumes", default=False,
                    help="Partition volumes and only fill the validation partition.")
-    p.add_argument("--no-bias", action="store_false", dest="bias", default=True,
+    p.add_argument("--no-bias", action="store_false", dest="bias", default=None,
                    help="Overwrite prediction mask at the end of each field of view inference rather than using "
                         "the anti-merge bias update.")
     p.add_argument("--move-batch-size", dest="move_batch_size", type=int, default=None,
                    help="Maximum number of fill moves to process in each prediction batch. Dense fill batches "
                         "moves across objects, one move per object per batch, which gives the same result as "
                         "filling one object at a time (default: 32 on CPU, 256 on CUDA); sparse-fill batches "
-                        "across its regions likewise.")
+                        "across its regions likewise). Overrides [fill] move_batch_size.")
     p.add_argument("--max-moves", dest="max_moves", type=int, default=None,
                    help="Cancel filling after this many moves.")
     p.add_argument("--remask-interval", dest="remask_interval", type=int, default=None,
@@ -311,17 +311,12 @@ def _cmd_fill(args: argparse.Namespace) -> int:
     check_cli_outputs(args, fill_output_paths(args.segmentation_output_file, dataset_names(args.volume_files)),
                       resume)
     rng = seed_everything(cli_cfg.random_seed)
-    model, cfg = load_fill_model(args.model_file, cli_cfg, args.config_files)
+    model, cfg = load_fill_model(args.model_file, _with_fill_flags(cli_cfg, args), args.config_files)
     volumes = prepare_volumes(require_volumes(args, cfg), cfg, args.partition_volumes)
     with _viewer_server(args):
         results = fill_volumes_to_files(
             volumes, model, cfg, args.segmentation_output_file, model_file=args.model_file,
-            resume_pattern=args.resume_filename, checkpoint_interval=args.checkpoint_interval, rng=rng,
-            progress=sys.stderr.isatty(), move_batch_size=args.move_batch_size, max_moves=args.max_moves,
-            remask_interval=args.remask_interval, bias=args.bias, seed_generator=args.seed_generator,
-            ordered_seeds=args.ordered_seeds, ignore_mask=args.ignore_mask,
-            background_label_id=args.background_label_id, max_bodies=args.max_bodies,
-            reject_early_termination=args.reject_early_termination, in_memory=args.in_memory)
+            resume_pattern=args.resume_filename, rng=rng, progress=sys.stderr.isatty(), in_memory=args.in_memory)
         for name, result in results.items():
             print(f"{name}: {result.stats.summary()}", flush=True)
         if args.viewer:
@@ -368,10 +363,22 @@ def _fill_blockwise(args: argparse.Namespace, cli_cfg) -> int:
     return 0
 
 
+_FILL_FLAGS = ("move_batch_size", "max_moves", "remask_interval", "bias", "seed_generator", "ordered_seeds",
+               "ignore_mask", "background_label_id", "max_bodies", "reject_early_termination", "checkpoint_interval")
+"""Flags of fill / sparse-fill that override ``[fill]`` keys of the same name (None: not given)."""
+
+
+def _with_fill_flags(cfg, args: argparse.Namespace):
+    """``cfg`` with the ``[fill]`` keys that the command's flags set."""
+    from .fill.dense import with_fill_options
+
+    return with_fill_options(cfg, **{k: getattr(args, k, None) for k in _FILL_FLAGS})
+
+
 def _check_fill_args(args: argparse.Namespace) -> None:
     from .errors import DataError
 
-    for flag, value, low in (("--move-batch-size", args.move_batch_size, 1), ("--max-moves", args.max_moves, 0),
+    for flag, value, low in (("--move-batch-size", args.move_batch_size, 1), ("--max-moves", args.max_moves, 1),
                              ("--remask-interval", args.remask_interval, 1),
                              ("--max-bodies", getattr(args, "max_bodies", None), 1),
                              ("--checkpoint-interval", getattr(args, "checkpoint_interval", None), 0)):
@@ -388,14 +395,15 @@ def _add_fill(sub, common) -> None:
                                    "SEGMENTATION_OUTPUT_FILE_checkpoint.hdf5/.toml (also on Ctrl-C); continue with "
                                    "--resume-file. The model file's [model] and [network] settings are used.")
     _fill_common_args(p)
-    p.add_argument("--seed-generator", dest="seed_generator", default="sobel", choices=("grid", "sobel"),
-                   help="Method to generate seed locations for flood filling (default: sobel).")
-    p.add_argument("--ordered-seeds", action="store_true", dest="ordered_seeds", default=False,
+    p.add_argument("--seed-generator", dest="seed_generator", default=None, choices=("grid", "sobel"),
+                   help="Method to generate seed locations for flood filling (default: [fill] seed_generator, "
+                        "sobel).")
+    p.add_argument("--ordered-seeds", action="store_true", dest="ordered_seeds", default=None,
                    help="Do not shuffle order in which seeds are processed.")
-    p.add_argument("--ignore-mask", action="store_true", dest="ignore_mask", default=False,
+    p.add_argument("--ignore-mask", action="store_true", dest="ignore_mask", default=None,
                    help="Ignore the mask channel when generating seeds. (A plain switch: the original took a "
                         "value here.)")
-    p.add_argument("--background-label-id", dest="background_label_id", type=int, default=0,
+    p.add_argument("--background-label-id", dest="background_label_id", type=int, default=None,
                    help="Label ID to output for voxels not belonging to any filled body.")
     p.add_argument("--viewer", action="store_true", default=False,
                    help="Create a neuroglancer viewer for each volume after filling: once the outputs are written, "
@@ -405,14 +413,15 @@ def _add_fill(sub, common) -> None:
     p.add_argument("--max-bodies", dest="max_bodies", type=int, default=None,
                    help="Cancel filling after this many bodies (only useful for diagnostics).")
     p.add_argument("--reject-early-termination", action="store_true", dest="reject_early_termination",
-                   default=False, help="Reject seeds that terminate early, e.g., due to maximum move limits.")
+                   default=None, help="Reject seeds that terminate early, e.g., due to maximum move limits.")
     p.add_argument("--resume-file", dest="resume_filename", default=None,
                    help="Filename for the TOML configuration file of a segmented label volume from which to "
                         "resume filling (a checkpoint's _checkpoint.toml continues exactly where it stopped). "
                         "The configuration should only contain one dataset. May contain {volume}.")
-    p.add_argument("--checkpoint-interval", dest="checkpoint_interval", type=int, default=50,
-                   help="Write a checkpoint every this many bodies (default: 50; 0: never). Checkpoints are "
-                        "removed once the output is written.")
+    p.add_argument("--checkpoint-interval", dest="checkpoint_interval", type=int, default=None,
+                   help="Write a checkpoint every this many bodies (default: [fill] checkpoint_interval, 50; 0: "
+                        "only every [fill] checkpoint_minutes, 10, and on Ctrl-C). Checkpoints are removed once "
+                        "the output is written.")
     g = p.add_argument_group("blockwise fill on Dask", "Cut each volume into blocks filled as Dask tasks; "
                              "write SEGMENTATION_OUTPUT_FILE.zarr (zarr v3, uint64, OME-Zarr 0.5) and .toml. "
                              "Rerunning the same command resumes: finished blocks are skipped.")
@@ -456,14 +465,15 @@ def _cmd_sparse_fill(args: argparse.Namespace) -> int:
         if args.bounds_input_file else []
     check_cli_outputs(args, [args.output, str(Path(args.output).with_suffix(".csv"))], bounds)
     rng = seed_everything(cli_cfg.random_seed)
-    model, cfg = load_fill_model(args.model_file, cli_cfg, args.config_files)
+    model, cfg = load_fill_model(args.model_file, _with_fill_flags(cli_cfg, args), args.config_files)
     volumes = prepare_volumes(require_volumes(args, cfg), cfg, args.partition_volumes)
     interactive = args.interactive if args.interactive is not None else (sys.stdin.isatty() and sys.stdout.isatty())
+    fc = cfg.fill
     summary = sparse_fill_to_files(
         volumes, model, cfg, args.output, bounds_pattern=args.bounds_input_file, num_regions=args.num_regions,
-        bounds_num_moves=tuple(args.bounds_num_moves), augment=args.augment, move_batch_size=args.move_batch_size,
-        max_moves=args.max_moves, remask_interval=args.remask_interval, bias=args.bias, rng=rng,
-        interactive=interactive)
+        bounds_num_moves=tuple(args.bounds_num_moves), augment=args.augment,
+        move_batch_size=fc.move_batch_size or None, max_moves=fc.max_moves or None,
+        remask_interval=fc.remask_interval or None, bias=fc.bias, rng=rng, interactive=interactive)
     print(summary)
     return 0
 

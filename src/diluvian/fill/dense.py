@@ -43,6 +43,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -53,7 +54,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..config import Config
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..masks import MaskPool, sparse_mask, window_shape_for
 from ..region import Region
 from .engine import BatchBuffer, BatchTimer, RegionStepper, Slot, apply_batch, run_batch
@@ -166,7 +167,8 @@ class FillStats:
                 f"{self.revoked} revoked, {self.no_body} without body, {self.dropped_small} too small, "
                 f"{self.merged} merged into an earlier body, {self.rejected_early} stopped early); "
                 f"{self.moves} FOVs ({self.wasted_moves} wasted) in "
-                f"{self.batches} batches, {self.seconds:.1f} s, {self.fov_per_second:.1f} FOV/s")
+                f"{self.batches} batches (mean {self.mean_batch:.1f} FOVs), {self.seconds:.1f} s, "
+                f"{self.fov_per_second:.1f} FOV/s")
 
 
 @dataclass
@@ -384,9 +386,12 @@ class DenseFiller:
     def __init__(self, image: Any, cfg: Config, predictor: Any, labels: Any, conflicts: Any, state: FillState, *,
                  move_batch_size: int, lanes: int = 1, mask_factory: Callable[[NDArray[np.int64]], Any],
                  checkpoint: Callable[[FillState, Any, Any], None] | None = None,
-                 checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL, max_bodies: int | None = None,
-                 progress: bool = True, stats: FillStats | None = None) -> None:
+                 checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL, checkpoint_minutes: float = 0.0,
+                 max_bodies: int | None = None, progress: bool = True, stats: FillStats | None = None,
+                 fill_batch: bool = False) -> None:
         self.image = image
+        self.checkpoint_seconds = 60.0 * checkpoint_minutes
+        self.fill_batch = fill_batch
         self.cfg = cfg
         self.predictor = predictor
         self.labels = labels
@@ -406,6 +411,7 @@ class DenseFiller:
             moves_per_step=moves_per_step, max_moves=opts["max_moves"], remask_interval=opts["remask_interval"],
             stop_callback=self._stop_callback, callback_interval=SEED_CHECK_INTERVAL)
         self.capacity = max(1, move_batch_size // moves_per_step)
+        self.batch_rows = self.capacity * moves_per_step
         pool = getattr(mask_factory, "__self__", None)  # MaskPool.acquire: FOVs and updates batched
         self.lanes = [_Lane(BatchBuffer(self.capacity * moves_per_step, cfg.model.input_fov_shape, image,
                                         pool if isinstance(pool, MaskPool) else None, cfg.model.v_false))
@@ -530,6 +536,20 @@ class DenseFiller:
             return self._new_slot(idx)
         return None
 
+    def _speculate(self) -> Slot | None:
+        """With ``fill_batch``: start (or resume) the first waiting seed anyway, to keep the batch full.
+
+        Its fill may be wasted (revoked once an earlier body covers its seed), but the
+        segmentation does not change: regions never look at each other.
+        """
+        for idx in sorted(self.deferred):
+            if self._labelled(self.seeds[idx]):
+                continue  # resolved by the next scan of the waiting seeds
+            del self.deferred[idx]
+            parked = self.parked.pop(idx, None)
+            return parked if parked is not None else self._new_slot(idx)
+        return None
+
     # ---------------------------------------------------------------- per-region outcome
 
     def _finished(self, slot: Slot) -> None:
@@ -597,7 +617,8 @@ class DenseFiller:
             if self.max_bodies is not None and stats.bodies >= self.max_bodies:
                 self.stopped = True
                 break
-            if self.checkpoint is not None and self.bodies_since_checkpoint >= self.checkpoint_interval:
+            if self.checkpoint is not None and self.checkpoint_interval \
+                    and self.bodies_since_checkpoint >= self.checkpoint_interval:
                 self._save_checkpoint()
 
     def _revoke(self, committed_idx: int) -> None:
@@ -629,6 +650,7 @@ class DenseFiller:
 
     def _save_checkpoint(self) -> None:
         self.bodies_since_checkpoint = 0
+        self._last_checkpoint = time.perf_counter()
         self._sync_time()
         if self.checkpoint is not None:
             self.checkpoint(self.current_state(), self.labels, self.conflicts)
@@ -692,13 +714,15 @@ class DenseFiller:
         batch: list[Slot] = []
         i = 0
         self._gathers += 1
-        if self._gathers % self.park_check_interval == 0:
+        if self._gathers % self.park_check_interval == 0 and not self.fill_batch:
             self._park_covered(lane)
         while not self.stopped:
             if i >= len(lane.active):
                 if len(lane.active) >= self.capacity:
                     break
                 slot = self._activate_next()
+                if slot is None and self.fill_batch:
+                    slot = self._speculate()
                 if slot is None:
                     break
                 lane.active.append(slot)
@@ -735,14 +759,15 @@ class DenseFiller:
         st = self.stats
         moves = [slot.region.moves for slot in self._active_slots()]
         log.info("fill: seed %d of %d, %d bodies, %d voxels labelled, %d regions active (most moves %d), %d FOVs "
-                 "(%.1f FOV/s)", self.commit_ptr, len(self.seeds), st.bodies, st.voxels_labelled, len(moves),
-                 max(moves, default=0), st.moves, self._moves_this_run / max(now - self._t0, 1e-9))
+                 "(%.1f FOV/s), batches %.0f%% full", self.commit_ptr, len(self.seeds), st.bodies, st.voxels_labelled,
+                 len(moves), max(moves, default=0), st.moves, self._moves_this_run / max(now - self._t0, 1e-9),
+                 100 * st.mean_batch / max(1, self.batch_rows))
 
     def run(self) -> FillStats:
         """Fill until every seed is resolved or ``max_bodies`` is reached (logs progress every minute)."""
         from tqdm.auto import tqdm
 
-        self._t0 = self._t_last = time.perf_counter()
+        self._t0 = self._t_last = self._last_checkpoint = time.perf_counter()
         self._wait0 = self.stats.forward_wait_seconds
         self._moves_this_run = 0
         self._bar = tqdm(total=len(self.seeds), initial=self.commit_ptr, unit="seed", disable=not self.progress,
@@ -773,6 +798,9 @@ class DenseFiller:
                 if now >= next_log:
                     next_log = now + PROGRESS_LOG_SECONDS
                     self._log_progress(now)
+                if self.checkpoint is not None and self.checkpoint_seconds \
+                        and now - self._last_checkpoint >= self.checkpoint_seconds:
+                    self._save_checkpoint()  # the committed bodies; regions in flight start again on resume
                 if not busy:
                     if self.commit_ptr < len(self.seeds) and self.deferred and not retried:
                         retried = True
@@ -823,26 +851,73 @@ def _volume_mask(volume: Any, start: NDArray, stop: NDArray) -> NDArray | None:
     return None if mask is None else np.asarray(mask)
 
 
-def fill_options(cfg: Config, *, seed_generator: str = "sobel", ordered_seeds: bool = False,
-                 ignore_mask: bool = False, background_label_id: int = 0, max_moves: int | None = None,
-                 remask_interval: int | None = None, bias: bool = True, reject_early_termination: bool = False,
-                 moves_per_step: int = 1) -> dict:
-    """The options of a dense fill that change its result (stored in checkpoints)."""
-    return {
-        "seed_generator": seed_generator,
-        "ordered_seeds": bool(ordered_seeds),
-        "ignore_mask": bool(ignore_mask),
-        "background_label_id": int(background_label_id),
-        "max_moves": None if max_moves is None else int(max_moves),
-        "remask_interval": None if not remask_interval else int(remask_interval),
-        "bias": bool(bias),
-        "reject_early_termination": bool(reject_early_termination),
-        "moves_per_step": int(moves_per_step),
-        "min_body_size": int(cfg.postprocessing.min_body_size),
-        "closing_shape": [int(c) for c in cfg.postprocessing.closing_shape],
-        "t_final": float(cfg.model.t_final),
-        "merge_overlap_fraction": float(cfg.postprocessing.merge_overlap_fraction),
+_LEGACY_NONE = {"move_batch_size": 0, "max_moves": 0, "remask_interval": 0, "max_bodies": 0}
+
+
+def with_fill_options(cfg: Config, **overrides: Any) -> Config:
+    """``cfg`` with ``[fill]`` keys replaced by the ``overrides`` that are not None.
+
+    This is how the CLI's flags and :func:`fill_volume_with_model`'s keywords
+    override the config: a flag not given (None) keeps the config's value.
+
+    Raises
+    ------
+    ConfigError
+        An unknown key or a value the ``[fill]`` section refuses.
+    """
+    from ..config import FillConfig
+
+    known = {f.name for f in dataclasses.fields(FillConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"unknown fill options: {unknown}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not given:
+        return cfg
+    return dataclasses.replace(cfg, fill=dataclasses.replace(cfg.fill, **given))
+
+
+def fill_options(cfg: Config) -> dict:
+    """The options of a dense fill that change its result (stored in checkpoints).
+
+    A resume must run with the same values: :func:`fill_volume_with_model` refuses one
+    whose config differs in any of them.
+    """
+    f, m, pp = cfg.fill, cfg.model, cfg.postprocessing
+    opts = {
+        "seed_generator": f.seed_generator,
+        "ordered_seeds": bool(f.ordered_seeds),
+        "ignore_mask": bool(f.ignore_mask),
+        "background_label_id": int(f.background_label_id),
+        "max_moves": int(f.max_moves) or None,
+        "remask_interval": int(f.remask_interval) or None,
+        "bias": bool(f.bias),
+        "reject_early_termination": bool(f.reject_early_termination),
+        "moves_per_step": int(f.moves_per_step),
     }
+    for key in ("t_move", "t_final", "v_true", "v_false", "move_priority", "move_recheck", "move_check_thickness",
+                "output_fov_move_fraction"):
+        opts[key] = getattr(m, key)
+    for fld in dataclasses.fields(pp):  # closing, body sizes, merging, guards, claiming
+        value = getattr(pp, fld.name)
+        opts[fld.name] = list(value) if isinstance(value, tuple) else value
+    return opts
+
+
+def _option_differences(stored: dict, current: dict) -> list[str]:
+    """``key: checkpoint value vs config value`` for every result option that differs."""
+    out = []
+    for key, value in current.items():
+        if key not in stored:  # a checkpoint of an older diluvian: not recorded
+            continue
+        theirs = stored[key]
+        if isinstance(theirs, list) or isinstance(value, list):
+            same = list(theirs or []) == list(value or [])
+        else:
+            same = theirs == value
+        if not same:
+            out.append(f"{key} = {value!r} (checkpoint: {theirs!r})")
+    return out
 
 
 def fill_volume_with_model(
@@ -856,26 +931,28 @@ def fill_volume_with_model(
     resolution: Sequence[float] | None = None,
     in_memory: bool = True,
     move_batch_size: int | None = None,
-    moves_per_step: int = 1,
-    seed_generator: str = "sobel",
+    moves_per_step: int | None = None,
+    seed_generator: str | None = None,
     seeds: NDArray | None = None,
-    ordered_seeds: bool = False,
-    ignore_mask: bool = False,
-    background_label_id: int = 0,
+    ordered_seeds: bool | None = None,
+    ignore_mask: bool | None = None,
+    background_label_id: int | None = None,
     max_bodies: int | None = None,
     max_moves: int | None = None,
     remask_interval: int | None = None,
-    bias: bool = True,
-    reject_early_termination: bool = False,
+    bias: bool | None = None,
+    reject_early_termination: bool | None = None,
     resume_state: FillState | None = None,
     resume_labels: Any = None,
     resume_conflicts: Any = None,
     checkpoint: Callable[[FillState, Any, Any], None] | None = None,
-    checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL,
+    checkpoint_interval: int | None = None,
+    checkpoint_minutes: float | None = None,
     lanes: int | None = None,
     mask_factory: Callable[[NDArray[np.int64]], Any] | None = None,
-    mask_storage: str = "pool",
-    mask_memory_mb: float = 1024.0,
+    mask_storage: str | None = None,
+    mask_memory_mb: float | None = None,
+    fill_batch: bool | None = None,
     device: Any = None,
     rng: np.random.Generator | None = None,
     progress: bool = True,
@@ -971,12 +1048,23 @@ def fill_volume_with_model(
 
     t_start = time.perf_counter()
     rng = rng if rng is not None else np.random.default_rng(0)
-    predictor = make_predictor(model, device=device)
-    if move_batch_size is None:
-        move_batch_size = default_move_batch_size(predictor)
-    if move_batch_size < 1:
+    if move_batch_size is not None and move_batch_size < 1:  # [fill] 0 means "auto"; a keyword must be a count
         raise DataError(f"move_batch_size: expected an int >= 1, got {move_batch_size}")
-    if moves_per_step < 1 or moves_per_step > move_batch_size:
+    try:
+        cfg = with_fill_options(
+            cfg, move_batch_size=move_batch_size, moves_per_step=moves_per_step, seed_generator=seed_generator,
+            ordered_seeds=ordered_seeds, ignore_mask=ignore_mask, background_label_id=background_label_id,
+            max_bodies=max_bodies, max_moves=max_moves, remask_interval=remask_interval, bias=bias,
+            reject_early_termination=reject_early_termination, checkpoint_interval=checkpoint_interval,
+            checkpoint_minutes=checkpoint_minutes, mask_storage=mask_storage, mask_memory_mb=mask_memory_mb,
+            fill_batch=fill_batch)
+    except ConfigError as e:
+        raise DataError(str(e)) from None
+    fc = cfg.fill
+    predictor = make_predictor(model, device=device, autocast=None if fc.autocast else False)
+    move_batch_size = fc.move_batch_size or default_move_batch_size(predictor)
+    moves_per_step = fc.moves_per_step
+    if moves_per_step > move_batch_size:
         raise DataError(f"moves_per_step: expected 1..move_batch_size ({move_batch_size}), got {moves_per_step}")
     start, stop = _box(volume, bounds)
     shape = tuple(int(v) for v in stop - start)
@@ -1015,22 +1103,18 @@ def fill_volume_with_model(
             image = LazyImage(volume, start, stop)
 
     # state
+    opts = fill_options(cfg)
     if resume_state is not None:
         state = resume_state
-        opts = fill_options(cfg, seed_generator=seed_generator, ordered_seeds=ordered_seeds, ignore_mask=ignore_mask,
-                            background_label_id=background_label_id, max_moves=max_moves,
-                            remask_interval=remask_interval, bias=bias,
-                            reject_early_termination=reject_early_termination, moves_per_step=moves_per_step)
-        differ = sorted(k for k in opts if state.options.get(k) != opts[k])
+        differ = _option_differences(state.options, opts)
         if differ:
-            log.warning("resuming with the checkpoint's fill options; these differ from the ones given: %s",
-                        ", ".join(f"{k}={state.options.get(k)!r}" for k in differ))
+            raise DataError(f"resume of volume {name!r}: the config changes the checkpoint's fill options: "
+                            f"{'; '.join(differ)}; resume with the config the fill started with")
+        state.options.update({k: v for k, v in opts.items() if k not in state.options})
         stats = FillStats(**{k: v for k, v in state.stats.items() if k in FillStats.__dataclass_fields__})
     else:
-        opts = fill_options(cfg, seed_generator=seed_generator, ordered_seeds=ordered_seeds, ignore_mask=ignore_mask,
-                            background_label_id=background_label_id, max_moves=max_moves,
-                            remask_interval=remask_interval, bias=bias,
-                            reject_early_termination=reject_early_termination, moves_per_step=moves_per_step)
+        seed_generator, ordered_seeds, ignore_mask = fc.seed_generator, fc.ordered_seeds, fc.ignore_mask
+        background_label_id = fc.background_label_id
         if seeds is None:
             mask = None if ignore_mask else _volume_mask(volume, start, stop)
             t0 = time.perf_counter()
@@ -1074,21 +1158,19 @@ def fill_volume_with_model(
     if mask_factory is None:
         # leaves at least as large as an update box, so one touches at most 8 leaves
         leaf = tuple(int(max(4 * s, i + 1)) for s, i in zip(cfg.model.move_step, cfg.model.input_fov_shape))
-        if mask_storage == "octree":
+        if fc.mask_storage == "octree":
             def mask_factory(seed: Sequence[int]) -> Any:
                 return sparse_mask(shape, leaf)
-        elif mask_storage == "pool":
+        else:
             in_flight = (move_batch_size // moves_per_step) * lanes + 8  # + parked regions, roughly
-            window = window_shape_for(shape, cfg.model.input_fov_shape, in_flight, int(mask_memory_mb * 2**20))
+            window = window_shape_for(shape, cfg.model.input_fov_shape, in_flight, int(fc.mask_memory_mb * 2**20))
             mask_factory = MaskPool(shape, window, in_flight, leaf).acquire
             log.debug("%s: mask windows of %s voxels for up to %d regions in flight", name, list(window), in_flight)
-        else:
-            raise DataError(f"mask_storage: expected 'pool' or 'octree', got {mask_storage!r}")
 
     filler = DenseFiller(image, cfg, predictor, labels, conflicts, state, move_batch_size=move_batch_size,
                          lanes=lanes, mask_factory=mask_factory, checkpoint=checkpoint,
-                         checkpoint_interval=checkpoint_interval, max_bodies=max_bodies, progress=progress,
-                         stats=stats)
+                         checkpoint_interval=fc.checkpoint_interval, checkpoint_minutes=fc.checkpoint_minutes,
+                         max_bodies=fc.max_bodies or None, progress=progress, stats=stats, fill_batch=fc.fill_batch)
     seconds_before = stats.seconds
     filler.run()
     stats.seconds = seconds_before + (time.perf_counter() - t_start)

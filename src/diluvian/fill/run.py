@@ -17,10 +17,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..claim import claim_result
-from ..config import Config
+from ..config import Config, FillConfig
 from ..errors import ConfigError, DataError, ModelError
 from ..util import check_writable_dir, fmt_list
-from .dense import DEFAULT_CHECKPOINT_INTERVAL, FillResult, fill_volume_with_model
+from .dense import FillResult, _option_differences, fill_options, fill_volume_with_model, with_fill_options
 from .output import Checkpointer, load_resume, write_segmentation
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def load_fill_model(model_file: str | os.PathLike, cli_cfg: Config, config_files
     from ..device import select_device
     from ..network import load_model
 
-    device = select_device(device if device is not None else cli_cfg.training.device)
+    device = select_device(device if device is not None else cli_cfg.fill.device)
     model, model_cfg, _ = load_model(model_file, device)
     return model, merge_model_config(cli_cfg, model_cfg, config_files, model_file)
 
@@ -114,7 +114,7 @@ def fill_volumes_to_files(
     *,
     model_file: str = "",
     resume_pattern: str | None = None,
-    checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL,
+    checkpoint_interval: int | None = None,
     rng: np.random.Generator | None = None,
     progress: bool = True,
     **fill_kwargs: Any,
@@ -135,11 +135,13 @@ def fill_volumes_to_files(
         Recorded in the TOML comments.
     resume_pattern : str, optional
         Segmentation/checkpoint TOML to resume from (``{volume}`` substituted).
-    checkpoint_interval : int
-        Bodies between checkpoints (``<output>_checkpoint.*``); 0 disables them.
+    checkpoint_interval : int, optional
+        Bodies between checkpoints (``<output>_checkpoint.*``; default ``[fill]
+        checkpoint_interval``); with ``[fill] checkpoint_minutes`` also 0 there are none.
         Checkpoints are deleted once the final output is written.
     **fill_kwargs
-        Passed on to :func:`~diluvian.fill.fill_volume_with_model`.
+        Passed on to :func:`~diluvian.fill.fill_volume_with_model`: ``[fill]`` keys
+        override the config's (None keeps it).
 
     Raises
     ------
@@ -151,8 +153,13 @@ def fill_volumes_to_files(
     move_batch_size = fill_kwargs.get("move_batch_size")
     if move_batch_size is not None and move_batch_size < 1:
         raise DataError(f"--move-batch-size: expected an int >= 1, got {move_batch_size}")
-    if checkpoint_interval < 0:
+    if checkpoint_interval is not None and checkpoint_interval < 0:
         raise DataError(f"--checkpoint-interval: expected an int >= 0, got {checkpoint_interval}")
+    fill_keys = {f.name for f in dataclasses.fields(FillConfig)}
+    cfg = with_fill_options(cfg, checkpoint_interval=checkpoint_interval,
+                            **{k: fill_kwargs.pop(k) for k in list(fill_kwargs) if k in fill_keys})
+    fc = cfg.fill
+    options = fill_options(cfg)
     if output_pattern.endswith((".hdf5", ".h5", ".toml")):
         log.warning("output name %r has an extension; .hdf5 and .toml are appended to it", output_pattern)
     fov = np.asarray(cfg.model.input_fov_shape)
@@ -173,29 +180,31 @@ def fill_volumes_to_files(
                                 f"volume {name!r} of shape {shape.tolist()}")
             if state is not None and state.volume != name:
                 raise DataError(f"resume file {path}: checkpoint of volume {state.volume!r}, not {name!r}")
+            differ = _option_differences(state.options, options) if state is not None else []
+            if differ:
+                raise DataError(f"resume file {path}: the config changes the checkpoint's fill options: "
+                                f"{'; '.join(differ)}; resume with the config the fill started with")
             if res is not None and not np.allclose(res, volume.resolution):
                 raise DataError(f"resume file {path}: resolution {fmt_list(res)} differs from volume {name!r}'s "
                                 f"{fmt_list(volume.resolution)}")
             resume = (state, labels, conflicts)
-        if not fill_kwargs.get("ignore_mask") and (resume is None or resume[0] is None):
+        if not fc.ignore_mask and (resume is None or resume[0] is None):
             _check_mask(volume, name)
         jobs.append(_Job(name, volume, out_base, resume))
 
     rng = rng if rng is not None else np.random.default_rng(cfg.random_seed)
-    options = {k: v for k, v in fill_kwargs.items() if isinstance(v, (int, float, str, bool, type(None)))}
     comments = [f"Filling model: {model_file}", f"Filling options: {json.dumps(options, sort_keys=True)}"]
     results = {}
     for job in jobs:
         ckpt = None
-        if checkpoint_interval:
+        if fc.checkpoint_interval or fc.checkpoint_minutes:
             ckpt = Checkpointer(job.out_base, job.volume.resolution, job.name, comments)
         state, labels, conflicts = job.resume if job.resume is not None else (None, None, None)
         log.info("filling %s -> %s.hdf5", job.name, job.out_base)
         result = fill_volume_with_model(
             job.volume, model, cfg, resume_state=state, resume_labels=labels, resume_conflicts=conflicts,
-            checkpoint=ckpt, checkpoint_interval=checkpoint_interval or DEFAULT_CHECKPOINT_INTERVAL, rng=rng,
-            progress=progress, **fill_kwargs)
-        result = claim_result(job.volume, result, cfg, int(fill_kwargs.get("background_label_id", 0)))  # claim
+            checkpoint=ckpt, rng=rng, progress=progress, **fill_kwargs)
+        result = claim_result(job.volume, result, cfg, int(fc.background_label_id))  # claim
         write_segmentation(job.out_base, result.labels, result.conflict_count, job.volume.resolution, job.name,
                            comments=comments + [f"Fill result: {result.stats.summary()}"])
         if ckpt is not None:
