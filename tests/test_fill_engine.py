@@ -168,3 +168,18 @@ def test_fill_batch_keeps_batches_fuller_with_the_same_segmentation():
     one = fill_volume_with_model(image, predict, cfg, move_batch_size=1, progress=False)
     assert np.array_equal(full.labels, plain.labels) and np.array_equal(full.labels, one.labels)
     assert full.stats.mean_batch > plain.stats.mean_batch
+
+
+def test_fill_box_labels_start_at_the_offset():
+    from diluvian.fill import fill_box
+
+    cfg = small_cfg()
+    image, _ = voronoi_volume(shape=(20, 36, 36), n=9, seed=3)
+    predict = make_oracle(cfg.model)
+    box = ((2, 4, 4), (18, 30, 34))
+    plain = fill_box(image, predict, cfg, box)
+    shifted = fill_box(image, predict, cfg, box, label_offset=1000)
+    assert plain.labels.shape == (16, 26, 30)
+    ids = np.unique(shifted.labels)
+    assert ids[0] == 0 and ids[1] == 1001 and len(ids) == len(np.unique(plain.labels))
+    assert np.array_equal(np.where(plain.labels > 0, plain.labels + 1000, 0), shifted.labels)

@@ -12,7 +12,8 @@ generate_subvolume_bounds
     Random subvolume bounds for sparse fills (``gen-subv-bounds``).
 """
 
-from .dense import DenseFiller, FillResult, FillState, FillStats, LazyImage, fill_options, fill_volume_with_model
+from .dense import (DenseFiller, FillResult, FillState, FillStats, LazyImage, fill_box, fill_options,
+                    fill_volume_with_model, with_fill_options)
 from .engine import RegionStepper, fill_regions
 from .output import Checkpointer, load_resume, write_segmentation
 from .predict import TorchPredictor, default_move_batch_size, make_predictor
@@ -36,7 +37,9 @@ __all__ = [
     "FillStats",
     "DenseFiller",
     "LazyImage",
+    "fill_box",
     "fill_options",
+    "with_fill_options",
     "RegionStepper",
     "fill_regions",
     "TorchPredictor",

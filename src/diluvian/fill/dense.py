@@ -46,7 +46,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -54,6 +53,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..config import Config
+from ..arrays import ChunkCachedImage
 from ..errors import ConfigError, DataError
 from ..masks import MaskPool, sparse_mask, window_shape_for
 from ..region import Region
@@ -82,7 +82,8 @@ def seed_too_weak(region: Region) -> bool:
     regions were most of a dense fill's work. Used with the anti-merge bias.
     """
     return region.seed_probability() < region.cfg.t_move
-"""With the anti-merge bias, a fill stops when the seed voxel's probability drops below this."""
+
+
 DEFAULT_CHECKPOINT_INTERVAL = 50
 """Committed bodies between checkpoints."""
 DEFAULT_ARRAY_RESOLUTION = (10.0, 10.0, 10.0)
@@ -233,66 +234,8 @@ class FillResult:
 # --------------------------------------------------------------------------- storage helpers
 
 
-class LazyImage:
-    """Read-only array view of a box of a volume's image, fetched by chunk and cached.
-
-    Parameters
-    ----------
-    volume
-        Anything with ``get_image(start, stop) -> float32 ndarray``.
-    start, stop : 3 ints
-        The box, in volume voxels.
-    chunk_shape : 3 ints
-        Fetch granularity.
-    max_chunks : int
-        Chunks kept in the LRU cache.
-    """
-
-    def __init__(self, volume: Any, start: Sequence[int], stop: Sequence[int],
-                 chunk_shape: Sequence[int] = (64, 64, 64), max_chunks: int = 256) -> None:
-        self.volume = volume
-        self.start = np.asarray(start, dtype=np.int64)
-        self.shape = tuple(int(b - a) for a, b in zip(start, stop))
-        self.dtype = np.dtype(np.float32)
-        self.ndim = 3
-        self.chunk = np.asarray(chunk_shape, dtype=np.int64)
-        self.max_chunks = max_chunks
-        self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
-
-    def _get_chunk(self, idx: tuple[int, int, int]) -> np.ndarray:
-        arr = self._cache.get(idx)
-        if arr is not None:
-            self._cache.move_to_end(idx)
-            return arr
-        lo = np.asarray(idx) * self.chunk
-        hi = np.minimum(lo + self.chunk, self.shape)
-        arr = np.asarray(self.volume.get_image(tuple(self.start + lo), tuple(self.start + hi)), dtype=np.float32)
-        self._cache[idx] = arr
-        if len(self._cache) > self.max_chunks:
-            self._cache.popitem(last=False)
-        return arr
-
-    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        lo = np.array([k.start or 0 for k in key], dtype=np.int64)
-        hi = np.array([self.shape[i] if k.stop is None else k.stop for i, k in enumerate(key)], dtype=np.int64)
-        out = np.empty(tuple(hi - lo), dtype=np.float32)
-        c_lo = lo // self.chunk
-        c_hi = (hi - 1) // self.chunk
-        for cz in range(c_lo[0], c_hi[0] + 1):
-            for cy in range(c_lo[1], c_hi[1] + 1):
-                for cx in range(c_lo[2], c_hi[2] + 1):
-                    c = np.array([cz, cy, cx])
-                    arr = self._get_chunk((cz, cy, cx))
-                    base = c * self.chunk
-                    a = np.maximum(lo, base)
-                    b = np.minimum(hi, base + np.asarray(arr.shape))
-                    out[tuple(slice(x, y) for x, y in zip(a - lo, b - lo))] = \
-                        arr[tuple(slice(x, y) for x, y in zip(a - base, b - base))]
-        return out
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        arr = self[tuple(slice(0, s) for s in self.shape)]
-        return arr if dtype is None else arr.astype(dtype)
+LazyImage = ChunkCachedImage
+"""The box of a volume's image read by chunk (``--no-in-memory``): :class:`diluvian.arrays.ChunkCachedImage`."""
 
 
 def _mask_value(region: Region, voxel: NDArray[np.int64]) -> float:
@@ -956,6 +899,7 @@ def fill_volume_with_model(
     device: Any = None,
     rng: np.random.Generator | None = None,
     progress: bool = True,
+    label_offset: int = 0,
 ) -> FillResult:
     """Densely segment a volume (or a box of it) with a flood-filling network.
 
@@ -1007,13 +951,13 @@ def fill_volume_with_model(
     reject_early_termination : bool
         Drop bodies of fills that did not end by running out of moves.
     resume_state, resume_labels, resume_conflicts
-        Continue a checkpointed fill (see :func:`~diluvian.fill.checkpoint.load_checkpoint`).
+        Continue a checkpointed fill (see :func:`~diluvian.fill.output.load_resume`).
         The state's options override the ones given here. With only
         ``resume_labels`` (a finished segmentation), seeds inside labels are
         skipped and label ids continue from its maximum.
     checkpoint : callable, optional
         ``checkpoint(state, labels, conflicts)`` every ``checkpoint_interval``
-        bodies and on KeyboardInterrupt (see :class:`~diluvian.fill.checkpoint.Checkpointer`).
+        bodies and on KeyboardInterrupt (see :class:`~diluvian.fill.output.Checkpointer`).
     lanes : int, optional
         Batches in flight; default 2 on CUDA (CPU work overlaps GPU work), else 1.
     mask_factory : callable, optional
@@ -1032,6 +976,9 @@ def fill_volume_with_model(
         Shuffles the seeds and seeds the regions' generators (default seed 0).
     progress : bool
         tqdm progress bar.
+    label_offset : int
+        Body labels start at ``label_offset + 1`` (disjoint ranges for the blocks of a
+        blockwise fill); ignored on resume, where the state or segmentation decides.
 
     Returns
     -------
@@ -1128,7 +1075,7 @@ def fill_volume_with_model(
                 raise DataError(f"seeds: expected voxels inside the box of shape {list(shape)}")
         if not ordered_seeds and len(seed_arr):
             seed_arr = seed_arr[rng.permutation(len(seed_arr))]
-        next_label = 1
+        next_label = 1 + int(label_offset)
         if resume_labels is not None:
             top = int(np.max(resume_labels)) if np.size(resume_labels) else 0
             next_label = max(1, top + 1)
@@ -1176,3 +1123,34 @@ def fill_volume_with_model(
     stats.seconds = seconds_before + (time.perf_counter() - t_start)
     log.info("%s: %s", name, stats.summary())
     return FillResult(labels=labels, conflict_count=conflicts, stats=stats, state=filler.current_state())
+
+
+def fill_box(volume: Any, model: Any, cfg: Config, box: tuple[Sequence[int], Sequence[int]], *,
+             seeds: NDArray | None = None, label_offset: int = 0, output: Any = None,
+             rng: np.random.Generator | None = None, progress: bool = False, **options: Any) -> FillResult:
+    """Fill one box of a volume as a volume of its own: what a blockwise worker calls.
+
+    Parameters
+    ----------
+    volume : Volume or ndarray
+        Opened by the caller (a worker opens it from its dataset entry).
+    model
+        A network, predictor or ``predict(images, masks)`` callable.
+    cfg : Config
+        Picklable; its ``[fill]`` section gives the options (``options`` override them).
+    box : (start, stop)
+        In volume voxels; FOVs are reflect-padded at the box border.
+    seeds : ndarray of int, shape (N, 3), optional
+        Box coordinates; default the ``[fill] seed_generator``'s seeds in the box.
+    label_offset : int
+        Labels start at ``label_offset + 1``; 0 stays background.
+    output : array-like, optional
+        Where the labels go (default a new uint64 array of the box's shape).
+
+    Returns
+    -------
+    FillResult
+    """
+    return fill_volume_with_model(volume, model, cfg, bounds=box, seeds=seeds, output=output, rng=rng,
+                                  progress=progress, label_offset=label_offset, **options)
+
