@@ -37,9 +37,9 @@ import torch
 
 from diluvian.config import load_config
 from diluvian.network import build_network
-from diluvian.device import DeviceSetup, HostCopy
+from diluvian.device import DeviceSetup
 from diluvian.training import Prefetcher, make_optimizer, prepare_training_volumes, subvolume_stream
-from diluvian.training.loop import _SlotGroup
+from diluvian.training.loop import _SlotGroup, _Stepper
 from diluvian.training.objective import _sample_losses
 
 
@@ -114,16 +114,13 @@ def main(argv: list[str] | None = None) -> int:
 
         counter = {"step": 0}
 
+        stepper = _Stepper(cfg, setup, model, optimizer, None)  # the training loop's own step
+
         def loop_step():
             s = counter["step"]
             g = groups[s % n_groups]
             g.apply()
-            blocks = g.next_blocks()
-            images = setup.tensor(np.stack([b.image for b in blocks]))
-            masks = setup.tensor(np.stack([b.mask for b in blocks]))
-            targets = setup.tensor(np.stack([b.target for b in blocks]))
-            logits = step(images, masks, targets)
-            g.pending = HostCopy(torch.sigmoid(logits.detach().float()))
+            stepper(g)
             if n_groups == 1:
                 g.apply()
             else:
