@@ -107,7 +107,7 @@ def baseline_scores(h5: Path, resolution: float, axis: int = 0) -> dict:
     return results
 
 
-CLAIM_GRID = {"membrane_fraction": [0.1, 0.2, 0.3], "grow_distance": [2.0, 4.0, 8.0], "min_size": [20, 100, 500]}
+CLAIM_GRID = {"membrane_fraction": [0.1, 0.2, 0.3], "grow_distance": [1.0, 2.0, 4.0], "min_size": [20, 100, 500]}
 """Claiming settings tried on the training half (:func:`tune_claim`)."""
 
 

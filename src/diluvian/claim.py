@@ -57,7 +57,7 @@ def claim_unclaimed(
     labels: NDArray,
     image: NDArray,
     *,
-    grow_distance: float = 3.0,
+    grow_distance: float = 2.0,
     min_size: int = 50,
     sigma: float = 1.0,
     membrane_fraction: float = 0.2,

@@ -488,7 +488,7 @@ class PostprocessingConfig:
     guard_interval: int = 20
     guard_max_leak: float = 0.5
     claim: bool = True
-    claim_grow_distance: float = 3.0
+    claim_grow_distance: float = 2.0
     claim_min_size: int = 50
 
     def __post_init__(self) -> None:
