@@ -283,8 +283,9 @@ def _load_predictor(job: _Job) -> Any:
     return load_fill_model(job.model, job.cfg)[0]  # the network on the config's device; job.cfg fills
 
 
-def _fill_one_block(volume: Any, model: Any, cfg: Config, block: Block, options: dict) -> NDArray[np.uint64]:
-    """Fill block ``block`` of ``volume``: labels from 1 over its read box (0 = unclaimed).
+def _fill_one_block(volume: Any, model: Any, cfg: Config, block: Block,
+                    options: dict) -> tuple[NDArray[np.uint64], int]:
+    """Fill block ``block`` of ``volume``: ``(labels from 1 over its read box (0 = unclaimed), FOVs evaluated)``.
 
     The read box is filled as a volume of its own (FOVs reflect-padded at its
     border), from the seeds of the whole read box: an object whose seeds all lie
@@ -295,7 +296,7 @@ def _fill_one_block(volume: Any, model: Any, cfg: Config, block: Block, options:
     start, stop = np.asarray(block.read_start), np.asarray(block.read_stop)
     rng = np.random.default_rng([int(cfg.random_seed), int(block.index)])
     result = fill_volume_with_model(volume, model, cfg, bounds=(start, stop), rng=rng, progress=False, **options)
-    return np.asarray(result.labels, dtype=np.uint64)
+    return np.asarray(result.labels, dtype=np.uint64), int(getattr(result.stats, "moves", 0))
 
 
 def _block_file(work_dir: str | Path, index: int) -> Path:
@@ -321,7 +322,7 @@ def _fill_task(job: _Job, block: Block) -> dict:
 
         torch.set_num_threads(job.torch_threads)
     volume = job.source.open(job.cfg)
-    labels = _fill_one_block(volume, _load_predictor(job), job.cfg, block, job.options)
+    labels, fovs = _fill_one_block(volume, _load_predictor(job), job.cfg, block, job.options)
     offset = np.uint64((block.index + 1) * ID_STRIDE)
     labels = np.where(labels != 0, labels + offset, np.uint64(0))
     lo = np.asarray(block.write_start) - np.asarray(block.read_start)
@@ -332,7 +333,7 @@ def _fill_task(job: _Job, block: Block) -> dict:
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, labels=labels, core_ids=core)
-    return {"index": block.index, "objects": int(len(core)), "seconds": time.perf_counter() - t0,
+    return {"index": block.index, "objects": int(len(core)), "seconds": time.perf_counter() - t0, "fovs": fovs,
             "voxels": int(np.prod(block.read_shape)), "peak_rss": _peak_rss(), "pid": os.getpid()}
 
 
@@ -601,7 +602,7 @@ class BlockwiseResult:
     seconds : dict of str -> float
         Wall time of each phase.
     block_stats : list of dict
-        Per block filled here: ``seconds``, ``voxels`` (read box), ``peak_rss``
+        Per block filled here: ``seconds``, ``fovs``, ``voxels`` (read box), ``peak_rss``
         (bytes, of the process that filled it), ``pid``.
     """
 
