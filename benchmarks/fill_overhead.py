@@ -24,6 +24,7 @@ The goal (issue "fill engine") is <= 0.25 ms per FOV at the ``gpu`` geometry
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
@@ -64,11 +65,11 @@ class IntensityRule:
         return out
 
 
-def run(image, cfg, batch, seeds, storage):
+def run(image, cfg, batch, seeds, storage, fill_batch=False):
     rule = IntensityRule(cfg.model)
     t0 = time.perf_counter()
     r = fill_volume_with_model(image, rule, cfg, move_batch_size=batch, seeds=seeds, ordered_seeds=True,
-                               progress=False, mask_storage=storage)
+                               progress=False, mask_storage=storage, fill_batch=fill_batch)
     wall = time.perf_counter() - t0
     return r, wall, rule.seconds
 
@@ -84,13 +85,19 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=0, help="use only the first N seeds (0: all)")
     p.add_argument("--storage", nargs="+", default=["pool", "octree"], choices=["pool", "octree"])
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    p.add_argument("--fill-batch", action="store_true", help="[fill] fill_batch: keep the batch full")
+    p.add_argument("--guards", action="store_true",
+                   help="keep the flood guards on (they cost per region, not per FOV; off by default here)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     fov = (args.fov,) * 3
     out = (args.output_fov or args.fov,) * 3
     model_cfg = ModelConfig(input_fov_shape=fov, output_fov_shape=out, output_fov_move_fraction=args.move_fraction)
-    cfg = Config(model=model_cfg, postprocessing=PostprocessingConfig(min_body_size=100))
+    pp = PostprocessingConfig(min_body_size=100)
+    if not args.guards:
+        pp = dataclasses.replace(pp, guard_interval=0)
+    cfg = Config(model=model_cfg, postprocessing=pp)
     image, labels = labelled_intensity_volume(args.shape, seed=0, resolution_nm=args.resolution)
     from diluvian.seeds import sobel
 
@@ -100,12 +107,13 @@ def main(argv=None) -> int:
         seeds = seeds[: args.seeds]
     print(f"# machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
           f"numpy {np.__version__}, torch threads {torch.get_num_threads()}")
+    print(f"# flood guards {'on' if args.guards else 'off'}, fill_batch {args.fill_batch}")
     print(f"# volume {list(image.shape)}, {len(np.unique(labels)) - 1} objects, {len(seeds)} seeds; FOV {list(fov)} "
           f"-> {list(out)}, move step {list(model_cfg.move_step)}, batch {args.batch}")
     run(image, cfg, args.batch, seeds[:4], args.storage[0])  # warm-up
     results = {}
     for storage in args.storage:
-        r, wall, rule_s = run(image, cfg, args.batch, seeds, storage)
+        r, wall, rule_s = run(image, cfg, args.batch, seeds, storage, args.fill_batch)
         own = (wall - rule_s) / max(r.stats.moves, 1) * 1e3
         results[storage] = (r, own)
         print(f"{storage:>6}: {r.stats.moves} FOVs in {wall:.1f} s (rule {rule_s:.1f} s); fill's own work "

@@ -193,6 +193,7 @@ class Region:
         else:
             raise ValueError(f"block_padding: expected None or 'reflect', got {block_padding!r}")
         self.pos_min, self.pos_max = lo, hi
+        self._pos_lo, self._pos_hi = lo.tolist(), hi.tolist()  # plain ints for the move loop
         seed_pos = self.seed // self.move_step
         if block_padding is None and ((seed_pos < lo).any() or (seed_pos > hi).any()):
             raise ValueError(
@@ -344,27 +345,27 @@ class Region:
     def _queue_moves(self, pos: tuple[int, int, int], faces: Sequence[float]) -> None:
         """Queue the face neighbours whose check slab holds a voxel >= ``t_move``."""
         cfg = self.cfg
-        for axis in range(3):
-            for d, direction in enumerate((-1, 1)):
-                value = faces[2 * axis + d]
-                if not value >= cfg.t_move:  # NaN compares False
-                    continue
-                new_pos = list(pos)
-                new_pos[axis] += direction
-                new_pos_t = tuple(new_pos)
-                if new_pos_t in self.visited:
-                    continue
-                if new_pos[axis] < self.pos_min[axis] or new_pos[axis] > self.pos_max[axis]:
-                    continue
-                self.visited.add(new_pos_t)
-                self.proximity[new_pos_t] = min(self.proximity.get(new_pos_t, 1 << 30), self.proximity[pos] + 1)
-                if cfg.move_priority == "descending":
-                    priority = -float(value)
-                elif cfg.move_priority == "proximity":
-                    priority = -float(value) / self.proximity[new_pos_t]
-                else:
-                    priority = float(self.rng.random())
-                heapq.heappush(self.queue, (priority, next(self._counter), new_pos_t))
+        t_move = cfg.t_move
+        for i, value in enumerate(faces):
+            if not value >= t_move:  # NaN compares False
+                continue
+            axis, direction = i >> 1, (1 if i & 1 else -1)
+            new_pos = list(pos)
+            new_pos[axis] += direction
+            new_pos_t = (new_pos[0], new_pos[1], new_pos[2])
+            if new_pos_t in self.visited:
+                continue
+            if not self._pos_lo[axis] <= new_pos[axis] <= self._pos_hi[axis]:
+                continue
+            self.visited.add(new_pos_t)
+            self.proximity[new_pos_t] = min(self.proximity.get(new_pos_t, 1 << 30), self.proximity[pos] + 1)
+            if cfg.move_priority == "descending":
+                priority = -float(value)
+            elif cfg.move_priority == "proximity":
+                priority = -float(value) / self.proximity[new_pos_t]
+            else:
+                priority = float(self.rng.random())
+            heapq.heappush(self.queue, (priority, next(self._counter), new_pos_t))
 
     # ------------------------------------------------------------------ whole fill
 

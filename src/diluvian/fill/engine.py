@@ -234,42 +234,42 @@ def apply_batch(slots: Sequence[Slot], outputs: np.ndarray, buffer: BatchBuffer)
     batch order; the others one block at a time by :meth:`Region.add_mask` (a write
     outside a window spills it). Revoked slots (region None) are skipped.
     """
-    fast: list[tuple[Region, Block]] = []
+    fast_regions: list[Region] = []
+    fast_blocks: list[Block] = []
     for slot in slots:
         region = slot.region
         if region is None or not slot.blocks:
             continue
-        ok = buffer.batched(region)
-        if ok:
-            r = region.output_radius
-            for block in slot.blocks:
-                lo = np.maximum(block.center - r, 0)
-                hi = np.minimum(block.center + r + 1, region.shape)
-                if not region.mask.holds(lo, hi):
-                    ok = False
-                    break
-        if ok:
-            fast.extend((region, block) for block in slot.blocks)
-        else:
-            for block in slot.blocks:
-                region.add_mask(block, outputs[block.row])
-    if not fast:
+        if buffer.batched(region):
+            mask = region.mask
+            r, shape = region.output_radius, region.shape
+            centers = np.array([b.center for b in slot.blocks])
+            lo = np.maximum(centers - r, 0)
+            hi = np.minimum(centers + r + 1, shape)
+            if (lo >= mask.origin).all() and (hi <= mask.end).all():
+                fast_regions.extend([region] * len(slot.blocks))
+                fast_blocks.extend(slot.blocks)
+                continue
+        for block in slot.blocks:
+            region.add_mask(block, outputs[block.row])
+    if not fast_blocks:
         return
     from ..batchops import apply
 
-    first = fast[0][0]
-    n = len(fast)
+    first = fast_regions[0]
+    n = len(fast_blocks)
     faces = np.empty((n, 6), dtype=np.float32)
     written = np.empty((n, 6), dtype=np.int64)
-    apply(buffer.pool.data, np.array([r.mask.slot for r, _ in fast], dtype=np.int64),
-          np.array([r.mask.origin for r, _ in fast], dtype=np.int64),
-          np.array([b.center for _, b in fast], dtype=np.int64), outputs,
-          np.array([b.row for _, b in fast], dtype=np.int64), np.asarray(first.shape, dtype=np.int64),
+    apply(buffer.pool.data, np.array([r.mask.slot for r in fast_regions], dtype=np.int64),
+          np.array([r.mask.origin for r in fast_regions], dtype=np.int64),
+          np.array([b.center for b in fast_blocks], dtype=np.int64), outputs,
+          np.array([b.row for b in fast_blocks], dtype=np.int64), np.asarray(first.shape, dtype=np.int64),
           first.output_radius, first.move_step, int(first.check_t), bool(first.bias_against_merge), faces, written)
-    for i, (region, block) in enumerate(fast):
+    face_rows = faces.tolist()
+    for i, (region, block) in enumerate(zip(fast_regions, fast_blocks)):
         lo, hi = written[i, :3], written[i, 3:]
         region.mask.note_written(lo, hi)
-        region.record_move(block.position, lo, hi, faces[i])
+        region.record_move(block.position, lo, hi, face_rows[i])
 
 
 @dataclass
