@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -306,10 +307,11 @@ def _cmd_fill(args: argparse.Namespace) -> int:
     from .fill.run import fill_output_paths
     from .outputs import dataset_names
 
-    resume = [args.resume_filename.replace("{volume}", n) for n in dataset_names(args.volume_files)] \
-        if args.resume_filename else []
-    check_cli_outputs(args, fill_output_paths(args.segmentation_output_file, dataset_names(args.volume_files)),
-                      resume)
+    outputs = fill_output_paths(args.segmentation_output_file, dataset_names(args.volume_files))
+    checkpoints = {os.path.abspath(p) for p in outputs if p.name.endswith("_checkpoint.toml")}
+    resume = [r for r in (args.resume_filename.replace("{volume}", n) for n in dataset_names(args.volume_files))
+              if os.path.abspath(r) not in checkpoints] if args.resume_filename else []  # its own checkpoint: fine
+    check_cli_outputs(args, outputs, resume)
     rng = seed_everything(cli_cfg.random_seed)
     model, cfg = load_fill_model(args.model_file, _with_fill_flags(cli_cfg, args), args.config_files)
     volumes = prepare_volumes(require_volumes(args, cfg), cfg, args.partition_volumes)
