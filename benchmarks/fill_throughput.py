@@ -108,7 +108,7 @@ class OracleSteered(torch.nn.Module):
 
 def bare_forward_rate(net: torch.nn.Module, model_cfg: ModelConfig, batch: int, device, seconds: float) -> float:
     """FOV/s of net(image, mask) on random batches (after warm-up), incl. host<->device copies."""
-    from diluvian.fill.predict import TorchPredictor
+    from diluvian.predict import TorchPredictor
 
     pred = TorchPredictor(net, device=device)
     shape = (batch, *model_cfg.input_fov_shape)

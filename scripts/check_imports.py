@@ -33,7 +33,7 @@ LAYERS: list[list[str]] = [
     ["util", "geometry"],
     ["arrays", "octree", "config", "device"],
     ["volumes", "synthetic", "augment", "metrics", "postprocessing", "claim", "seeds", "masks", "baselines"],
-    ["network", "model", "region", "flood", "batchops", "outputs"],
+    ["network", "model", "predict", "region", "flood", "batchops", "stepper", "outputs"],
     ["training", "fill", "sample_fill"],
     ["evaluate"],
     ["view"],

@@ -480,7 +480,7 @@ def test_fill_regions_matches_region_fill():
                        bias_against_merge=True) for s in seeds]
 
     alone = regions()
-    reasons_alone = [r.fill(predict, max_moves=20) for r in alone]
+    reasons_alone = [fill_regions([r], predict, move_batch_size=1, max_moves=20)[0] for r in alone]
     together = regions()
     reasons = fill_regions(together, predict, move_batch_size=3, max_moves=20)
     assert reasons == reasons_alone

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from diluvian.config import ModelConfig
+from diluvian.stepper import fill_regions
 from diluvian.region import Region
 
 
@@ -188,10 +189,10 @@ def test_fill_with_batched_predict_and_max_moves():
 
     image = np.where(target, 0.95, 0.05).astype(np.float32)
     region = Region(image, cfg, (20, 20, 20), target=target)
-    assert region.fill(make_predict(region), move_batch_size=4) == "done"
+    assert fill_regions([region], make_predict(region), move_batch_size=4, moves_per_step=4) == ["done"]
     assert max(calls) <= 4 and max(calls) > 1
     region2 = Region(image, cfg, (20, 20, 20), target=target)
-    assert region2.fill(make_predict(region2), move_batch_size=1, max_moves=5) == "max_moves"
+    assert fill_regions([region2], make_predict(region2), move_batch_size=1, max_moves=5) == ["max_moves"]
     assert region2.moves == 6
 
 
@@ -200,7 +201,8 @@ def test_stop_callback():
     shape = (40, 40, 40)
     image = np.full(shape, 0.95, np.float32)
     region = Region(image, cfg, (20, 20, 20))
-    reason = region.fill(lambda im, m: im, move_batch_size=2, stop_callback=lambda r: True, callback_interval=3)
+    reason, = fill_regions([region], lambda im, m: im, move_batch_size=2, moves_per_step=2,
+                           stop_callback=lambda r: True, callback_interval=3)
     assert reason == "callback"
     assert 3 <= region.moves < 8
 

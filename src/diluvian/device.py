@@ -2,7 +2,7 @@
 
 :func:`select_device` turns ``"auto"``/``"cpu"``/``"cuda"`` (``[training]
 device``) into a :class:`torch.device`. :class:`DeviceSetup` is what training,
-validation and the fill's :class:`~diluvian.fill.predict.TorchPredictor` share:
+validation and the fill's :class:`~diluvian.predict.TorchPredictor` share:
 moving ``(N, Z, Y, X)`` float32 arrays to ``(N, 1, Z, Y, X)`` device tensors
 (pinned and non-blocking on CUDA), bf16 autocast and channels-last 3D memory
 format on CUDA. :class:`HostCopy` brings a device tensor back, asynchronously on

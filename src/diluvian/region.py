@@ -4,8 +4,8 @@ A :class:`Region` holds the object-probability mask of a single object grown
 from a seed voxel. The caller pulls fields of view (:meth:`Region.get_next_block`),
 runs them through a network (alone or batched with other regions' blocks) and
 pushes the predictions back (:meth:`Region.add_mask`), which updates the mask
-and queues the neighbouring moves. :meth:`Region.fill` runs that loop for one
-object. Training (self-fed moving FOVs) and inference use the same class.
+and queues the neighbouring moves. :func:`diluvian.stepper.fill_regions` runs that
+loop for one region or many. Training (self-fed moving FOVs) and inference use the same class.
 
 Geometry
 --------
@@ -373,60 +373,6 @@ class Region:
         """Current mask value at the seed voxel."""
         s = self.seed
         return float(np.asarray(self.mask[s[0]:s[0] + 1, s[1]:s[1] + 1, s[2]:s[2] + 1]).reshape(()))
-
-    def fill(
-        self,
-        predict: Predict,
-        move_batch_size: int = 1,
-        max_moves: int | None = None,
-        remask_interval: int | None = None,
-        stop_callback: Callable[["Region"], bool] | None = None,
-        callback_interval: int = 100,
-    ) -> str:
-        """Fill the object until no move is left.
-
-        Parameters
-        ----------
-        predict : callable
-            ``predict(images, masks) -> probabilities`` on (N, Z, Y, X) arrays.
-        move_batch_size : int
-            FOVs of this object evaluated per network call.
-        max_moves : int, optional
-            Stop once more than this many moves were made.
-        remask_interval : int, optional
-            Every this many moves, keep only the seed-connected component (:meth:`remask`).
-        stop_callback : callable, optional
-            Called every ``callback_interval`` moves; returning True stops the fill.
-
-        Returns
-        -------
-        str
-            Why the fill stopped: ``"done"``, ``"max_moves"``, ``"seed_lost"`` or ``"callback"``.
-        """
-        next_check = callback_interval
-        next_remask = remask_interval or 0
-        while True:
-            blocks = []
-            while len(blocks) < move_batch_size:
-                block = self.get_next_block()
-                if block is None:
-                    break
-                blocks.append(block)
-            if not blocks:
-                return "done"
-            if stop_callback is not None and self.moves >= next_check:
-                next_check += callback_interval
-                if stop_callback(self):
-                    return "callback"
-            outputs = predict(np.stack([b.image for b in blocks]), np.stack([b.mask for b in blocks]))
-            for block, out in zip(blocks, outputs):
-                self.add_mask(block, out)
-            if max_moves is not None and self.moves > max_moves:
-                return "max_moves"
-            if remask_interval and self.moves >= next_remask:
-                next_remask = self.moves + remask_interval
-                if not self.remask():
-                    return "seed_lost"
 
     # ------------------------------------------------------------------ results
 

@@ -14,9 +14,9 @@ generate_subvolume_bounds
 
 from .dense import (DenseFiller, FillResult, FillState, FillStats, LazyImage, fill_box, fill_options,
                     fill_volume_with_model, with_fill_options)
-from .engine import RegionStepper, fill_regions
+from ..stepper import RegionStepper, fill_regions
 from .output import Checkpointer, load_resume, write_segmentation
-from .predict import TorchPredictor, default_move_batch_size, make_predictor
+from ..predict import TorchPredictor, default_move_batch_size, make_predictor
 from .single import FilledRegion, fill_region_with_model
 from .sparse import SparseRegion, generate_subvolume_bounds, sparse_fill, subvolume_shape, write_subvolume_bounds
 

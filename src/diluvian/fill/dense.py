@@ -57,8 +57,8 @@ from ..arrays import ChunkCachedImage
 from ..errors import ConfigError, DataError
 from ..masks import MaskPool, sparse_mask, window_shape_for
 from ..region import Region
-from .engine import BatchBuffer, BatchTimer, RegionStepper, Slot, apply_batch, run_batch
-from .predict import default_move_batch_size, make_predictor
+from ..stepper import BatchBuffer, BatchTimer, RegionStepper, Slot, apply_batch, run_batch
+from ..predict import default_move_batch_size, make_predictor
 from .guards import guard_of  # guard:
 
 log = logging.getLogger(__name__)
@@ -304,7 +304,7 @@ class DenseFiller:
         The box to segment (an ndarray, or a :class:`LazyImage`).
     cfg : Config
     predictor
-        From :func:`~diluvian.fill.predict.make_predictor`.
+        From :func:`~diluvian.predict.make_predictor`.
     labels : array-like of uint64
         Output, same shape as ``image``, holding the labels so far.
     conflicts : array-like of uint32
@@ -945,7 +945,7 @@ def fill_volume_with_model(
     max_bodies : int, optional
         Stop after this many bodies.
     max_moves, remask_interval : int, optional
-        Per-region limits (:meth:`Region.fill`).
+        Per-region limits (:class:`~diluvian.stepper.RegionStepper`).
     bias : bool
         Anti-merge mask update, and stop a fill when its seed drops below ``t_move``.
     reject_early_termination : bool

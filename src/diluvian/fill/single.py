@@ -12,7 +12,8 @@ from ..config import Config, ModelConfig
 from ..errors import DataError
 from ..region import Region
 from .dense import SEED_CHECK_INTERVAL, seed_too_weak
-from .predict import make_predictor
+from ..predict import make_predictor
+from ..stepper import fill_regions
 
 
 @dataclass
@@ -83,7 +84,7 @@ def fill_region_with_model(
     move_batch_size : int
         FOVs of this object evaluated per forward pass (1: strictly sequential).
     max_moves, remask_interval : int, optional
-        See :meth:`Region.fill`.
+        See :class:`~diluvian.stepper.RegionStepper`.
     target : array-like of bool, optional
         Ground-truth object mask (for metrics and training-style blocks).
     block_padding : {"reflect", None}
@@ -114,8 +115,9 @@ def fill_region_with_model(
     except ValueError as e:
         raise DataError(str(e)) from None
     callback = seed_too_weak if bias else None
-    reason = region.fill(predictor, move_batch_size=move_batch_size, max_moves=max_moves,
-                         remask_interval=remask_interval, stop_callback=callback,
-                         callback_interval=SEED_CHECK_INTERVAL)
+    # one region, ``move_batch_size`` of its moves per forward pass (the original's batching)
+    reason, = fill_regions([region], predictor, move_batch_size=move_batch_size, moves_per_step=move_batch_size,
+                           max_moves=max_moves, remask_interval=remask_interval, stop_callback=callback,
+                           callback_interval=SEED_CHECK_INTERVAL)
     body = region.to_body(model_cfg.t_final, closing)
     return FilledRegion(region=region, reason=reason, body=body)

@@ -3,7 +3,7 @@
 ``sparse-fill`` fills one object from the centre of each subvolume (random, or
 read from a ``gen-subv-bounds`` CSV), the way training validation does, and keeps
 image, target and prediction of each region for inspection. Regions are filled
-batched across regions (:func:`~diluvian.fill.engine.fill_regions`); each region's
+batched across regions (:func:`~diluvian.stepper.fill_regions`); each region's
 fill is the same as alone.
 """
 
@@ -26,8 +26,8 @@ from ..metrics import binary_scores
 from ..region import Region
 from ..util import atomic_hdf5, atomic_path, check_writable_dir
 from .dense import SEED_CHECK_INTERVAL, seed_too_weak
-from .engine import fill_regions
-from .predict import default_move_batch_size, make_predictor
+from ..stepper import fill_regions
+from ..predict import default_move_batch_size, make_predictor
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ def sparse_fill(volumes: dict[str, Any], model: Any, cfg: Config, *, bounds: dic
         return regions
     done = []
     for r in regions:
-        r.reason = r.region.fill(predictor, move_batch_size=1, **kw)
+        r.reason, = fill_regions([r.region], predictor, move_batch_size=1, **kw)
         done.append(r)
         if not interactive(r):
             break

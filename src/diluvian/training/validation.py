@@ -22,6 +22,7 @@ from ..device import DeviceSetup
 from ..metrics import get_metric
 from ..network import check_model_config, load_model
 from ..region import Block, Region
+from ..stepper import fill_regions
 from .data import PreparedSubvolume, prepare_training_volumes, validation_subvolumes
 from .objective import _sample_losses
 from .outputs import progress_bar
@@ -50,10 +51,44 @@ class ValidationResult:
     moves: list[int] = field(default_factory=list)
 
 
+class _ValidationPredictor:
+    """The network in eval mode as a stepper predictor; keeps the last batch's logits for the loss."""
+
+    asynchronous = False
+
+    def __init__(self, model: torch.nn.Module, setup: DeviceSetup) -> None:
+        self.model = model
+        self.setup = setup
+        self.device_type = setup.device.type
+        self.logits: torch.Tensor | None = None
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=setup.device)
+        self.loss_count = 0
+
+    def submit(self, images: Any, masks: Any) -> np.ndarray:
+        setup = self.setup
+        x = setup.tensor(np.stack(images) if isinstance(images, list) else images)
+        m = setup.tensor(np.stack(masks) if isinstance(masks, list) else masks)
+        with setup.autocast_context():
+            self.logits = self.model(x, m)
+        return torch.sigmoid(self.logits.float()).cpu().numpy()[:, 0]
+
+    def result(self, handle: np.ndarray) -> np.ndarray:
+        return handle
+
+    def add_loss(self, blocks: list[Block]) -> None:
+        """BCE of the last batch's logits against its blocks' targets."""
+        targets = torch.from_numpy(np.stack([b.target for b in blocks])).unsqueeze(1).to(self.setup.device)
+        self.loss_sum += _sample_losses(self.logits, targets).double().sum()
+        self.loss_count += len(blocks)
+
+
 def run_validation(model: torch.nn.Module, subvolumes: Sequence[PreparedSubvolume], cfg: Config, *,
                    device: Any = None, batch_size: int | None = None, keep_regions: int = 0,
                    progress: bool = False) -> tuple[ValidationResult, list[Region]]:
     """Fill every validation subvolume to completion (batched across regions) and score it.
+
+    The regions step through the fill's own stepper (:func:`diluvian.stepper.fill_regions`),
+    one move per region per forward pass.
 
     Parameters
     ----------
@@ -76,52 +111,30 @@ def run_validation(model: torch.nn.Module, subvolumes: Sequence[PreparedSubvolum
     n = len(subvolumes)
     scores: list[float] = [math.nan] * n
     moves: list[int] = [0] * n
-    kept: list[Region] = []
-    loss_sum = torch.zeros((), dtype=torch.float64, device=setup.device)
-    loss_count = 0
-    active: list[tuple[int, Region]] = []
-    next_index = 0
+    kept: dict[int, Region] = {}
     model.eval()
+    predictor = _ValidationPredictor(model, setup)
     bar = progress_bar(total=n, desc="validation", enabled=progress)
+
+    def regions():
+        for i, sub in enumerate(subvolumes):
+            yield Region(sub.image, cfg.model, sub.seed, target=sub.target, rng=np.random.default_rng(i))
+
+    def done(i: int, region: Region, reason: str) -> None:
+        scores[i] = float(region.prediction_metric(metric, vm.threshold))
+        moves[i] = region.moves
+        if i < keep_regions:
+            kept[i] = region
+        bar.update(1)
+
     with torch.inference_mode():
-        while True:
-            candidates = active
-            active = []
-            blocks: list[Block] = []
-            while len(blocks) < batch_size and (candidates or next_index < n):
-                if candidates:
-                    i, region = candidates.pop(0)
-                else:
-                    sub = subvolumes[next_index]
-                    i, region = next_index, Region(sub.image, cfg.model, sub.seed, target=sub.target,
-                                                   rng=np.random.default_rng(next_index))
-                    next_index += 1
-                block = region.get_next_block()
-                if block is None:
-                    scores[i] = float(region.prediction_metric(metric, vm.threshold))
-                    moves[i] = region.moves
-                    if i < keep_regions:
-                        kept.append(region)
-                    bar.update(1)
-                    continue
-                blocks.append(block)
-                active.append((i, region))
-            if not blocks:
-                break
-            images = setup.tensor(np.stack([b.image for b in blocks]))
-            masks = setup.tensor(np.stack([b.mask for b in blocks]))
-            targets = torch.from_numpy(np.stack([b.target for b in blocks])).unsqueeze(1).to(setup.device)
-            with setup.autocast_context():
-                logits = model(images, masks)
-            loss_sum += _sample_losses(logits, targets).double().sum()
-            loss_count += len(blocks)
-            probs = torch.sigmoid(logits.float()).cpu().numpy()
-            for (i, region), block, out in zip(active, blocks, probs):
-                region.add_mask(block, out[0])
+        fill_regions(regions(), predictor, move_batch_size=batch_size, on_done=done, on_batch=predictor.add_loss)
+    kept_regions = [kept[i] for i in sorted(kept)]
+    loss_sum, loss_count = predictor.loss_sum, predictor.loss_count
     bar.close()
     val_loss = float(loss_sum.item() / max(loss_count, 1))
     mean = float(np.mean(scores)) if n else math.nan
-    return ValidationResult(metric=mean, per_subvolume=scores, loss=val_loss, moves=moves), kept
+    return ValidationResult(metric=mean, per_subvolume=scores, loss=val_loss, moves=moves), kept_regions
 
 
 def validate_model(cfg: Config, volumes: Mapping[str, Any], model_file: str | os.PathLike, *, device: Any = None,

@@ -6,7 +6,7 @@ A predictor turns a stack of FOVs into object probabilities::
     images, masks : ndarray of float32, shape (N, *input_fov_shape)
     probabilities : ndarray of float32, shape (N, *output_fov_shape)
 
-which is what :meth:`diluvian.region.Region.fill` calls. :class:`TorchPredictor`
+which is what :func:`diluvian.stepper.fill_regions` calls. :class:`TorchPredictor`
 wraps a diluvian network (``forward(image, mask) -> logits`` on ``(N, 1, Z, Y, X)``
 tensors) and adds :meth:`TorchPredictor.submit` / :meth:`TorchPredictor.result`, an
 asynchronous form that lets the fill engine prepare the next batch on the CPU
@@ -82,7 +82,7 @@ class TorchPredictor:
     def __init__(self, model: Any, device: Any = None, autocast: bool | None = None) -> None:
         import torch
 
-        from ..device import DeviceSetup
+        from .device import DeviceSetup
 
         self.torch = torch
         self.setup = DeviceSetup.for_model(model, device, autocast)
@@ -128,7 +128,7 @@ class TorchPredictor:
 
     def submit(self, images: Any, masks: Any) -> Any:
         """Start a batch: ``images``, ``masks`` are (N, Z, Y, X) arrays or lists of N FOV arrays."""
-        from ..device import HostCopy
+        from .device import HostCopy
 
         with self.torch.inference_mode():
             return HostCopy(self._forward(images, masks))

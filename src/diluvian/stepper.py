@@ -1,12 +1,17 @@
-"""Step many independent regions with one batched forward pass per step.
+"""The one stepper: regions advance in steps, one batched forward pass per step.
 
-Each region advances exactly as :meth:`Region.fill` would advance it alone with
-``move_batch_size = moves_per_step``: take up to ``moves_per_step`` blocks (none
-left: "done"), run the stop callback every ``callback_interval`` moves, predict,
-``add_mask``, then check ``max_moves`` and remask. Only the batching of the
-predictions differs, so a region's result does not depend on which other regions
-share its batches (up to the network's own batch-size dependence of floating
-point results).
+Every fill steps regions through :class:`RegionStepper`: the dense fill
+(:class:`~diluvian.fill.dense.DenseFiller`), single-object and sparse fills and
+validation during training (:func:`fill_regions`). At each step a region takes up
+to ``moves_per_step`` blocks (none left: "done"), runs the stop callback every
+``callback_interval`` moves, and after the forward pass its outputs are applied
+(``add_mask``, or for a whole batch :func:`apply_batch`), then ``max_moves`` and
+remask are checked. Only the batching of the predictions differs between callers,
+so a region's result does not depend on which other regions share its batches (up
+to the network's own batch-size dependence of floating point results).
+
+A region alone with ``moves_per_step = k`` is the original diluvian's fill of one
+object with ``move_batch_size = k``.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..masks import MaskPool, WindowMask
-from ..region import Block, Region
+from .masks import MaskPool, WindowMask
+from .region import Block, Region
 
 
 class BatchBuffer:
@@ -96,7 +101,7 @@ class BatchBuffer:
     def flush(self) -> int:
         """Read the noted FOVs; returns the number of rows of the batch (and empties the buffer)."""
         if self._rows:
-            from ..batchops import gather
+            from .batchops import gather
 
             rows = np.asarray(self._rows, dtype=np.int64)
             n0, n1 = int(rows[0]), int(rows[-1]) + 1
@@ -155,9 +160,14 @@ class RegionStepper:
     Parameters
     ----------
     moves_per_step : int
-        Blocks one region contributes per step (``Region.fill``'s ``move_batch_size``).
-    max_moves, remask_interval, stop_callback, callback_interval
-        As in :meth:`Region.fill`.
+        Blocks one region contributes per step (1: one move at a time, exactly).
+    max_moves : int, optional
+        Stop once more than this many moves were made ("max_moves").
+    remask_interval : int, optional
+        Every this many moves, keep only the seed-connected component (:meth:`Region.remask`;
+        "seed_lost" when the seed fell out of it).
+    stop_callback : callable, optional
+        ``stop_callback(region) -> bool`` every ``callback_interval`` moves; True stops ("callback").
     """
 
     def __init__(self, *, moves_per_step: int = 1, max_moves: int | None = None,
@@ -254,7 +264,7 @@ def apply_batch(slots: Sequence[Slot], outputs: np.ndarray, buffer: BatchBuffer)
             region.add_mask(block, outputs[block.row])
     if not fast_blocks:
         return
-    from ..batchops import apply
+    from .batchops import apply
 
     first = fast_regions[0]
     n = len(fast_blocks)
@@ -321,7 +331,8 @@ def collect_batch(predictor: Any, handle: Any, slots: list[Slot], timer: BatchTi
 def fill_regions(regions: Iterable[Region], predictor: Any, *, move_batch_size: int = 32, moves_per_step: int = 1,
                  max_moves: int | None = None, remask_interval: int | None = None,
                  stop_callback: Callable[[Region], bool] | None = None, callback_interval: int = 100,
-                 on_done: Callable[[int, Region, str], None] | None = None) -> list[str]:
+                 on_done: Callable[[int, Region, str], None] | None = None,
+                 on_batch: Callable[[list[Block]], None] | None = None) -> list[str]:
     """Fill independent regions, batching FOVs across regions.
 
     Up to ``move_batch_size // moves_per_step`` regions are active at a time; a
@@ -332,9 +343,12 @@ def fill_regions(regions: Iterable[Region], predictor: Any, *, move_batch_size: 
     regions : iterable of Region
         Consumed lazily.
     predictor
-        From :func:`~diluvian.fill.predict.make_predictor`.
+        From :func:`~diluvian.predict.make_predictor`.
     on_done : callable, optional
         ``on_done(index, region, reason)`` when a region stops.
+    on_batch : callable, optional
+        ``on_batch(blocks)`` after each forward pass, with the batch's blocks in order
+        (validation scores the network's outputs against their targets here).
 
     Returns
     -------
@@ -378,7 +392,10 @@ def fill_regions(regions: Iterable[Region], predictor: Any, *, move_batch_size: 
                 active.pop(i)
         if not batch:
             break
-        for slot, outs in collect_batch(predictor, run_batch(predictor, batch), batch):
+        routed = collect_batch(predictor, run_batch(predictor, batch), batch)
+        if on_batch is not None:
+            on_batch([b for s in batch for b in s.blocks])
+        for slot, outs in routed:
             if stepper.finish(slot, outs) is not None:
                 done(slot)
                 active.remove(slot)
