@@ -31,6 +31,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .config import ModelConfig
+from .errors import DataError
+from .util import fmt_list
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +166,7 @@ class Region:
         self.shape = np.asarray(image.shape[-3:], dtype=np.int64)
         self.seed = np.asarray(seed_vox, dtype=np.int64)
         if self.seed.shape != (3,) or (self.seed < 0).any() or (self.seed >= self.shape).any():
-            raise ValueError(f"seed {list(self.seed)} outside the region of shape {list(self.shape)}")
+            raise DataError(f"seed {fmt_list(self.seed)} outside the region of shape {fmt_list(self.shape)}")
         self.target = target
         self.block_padding = block_padding
         self.bias_against_merge = bias_against_merge
@@ -184,21 +186,21 @@ class Region:
             lo = -((self.offset - self.input_radius) // self.move_step)  # ceil((r - offset) / step)
             hi = (self.shape - 1 - self.input_radius - self.offset) // self.move_step
             if (hi < lo).any():
-                raise ValueError(
-                    f"input FOV {list(self.input_fov)} does not fit a region of shape {list(self.shape)}"
+                raise DataError(
+                    f"input FOV {fmt_list(self.input_fov)} does not fit a region of shape {fmt_list(self.shape)}"
                 )
         elif block_padding == "reflect":
             lo = np.zeros(3, dtype=np.int64)
             hi = (self.shape - 1 - self.offset) // self.move_step
         else:
-            raise ValueError(f"block_padding: expected None or 'reflect', got {block_padding!r}")
+            raise DataError(f"block_padding: expected None or 'reflect', got {block_padding!r}")
         self.pos_min, self.pos_max = lo, hi
         self._pos_lo, self._pos_hi = lo.tolist(), hi.tolist()  # plain ints for the move loop
         seed_pos = self.seed // self.move_step
         if block_padding is None and ((seed_pos < lo).any() or (seed_pos > hi).any()):
-            raise ValueError(
-                f"seed {list(self.seed)} is too close to the border of a region of shape {list(self.shape)} "
-                f"for an input FOV of {list(self.input_fov)}"
+            raise DataError(
+                f"seed {fmt_list(self.seed)} is too close to the border of a region of shape {fmt_list(self.shape)} "
+                f"for an input FOV of {fmt_list(self.input_fov)}"
             )
         self.seed_pos = tuple(int(p) for p in seed_pos)
 
@@ -448,7 +450,7 @@ class Region:
             ``metric(target, prediction) -> float`` on arrays of equal shape.
         """
         if self.target is None:
-            raise ValueError("prediction_metric needs a region with a target")
+            raise DataError("prediction_metric needs a region with a target")
         start, stop = self.prediction_bounds()
         pred = self.get_mask(start, stop)
         np.nan_to_num(pred, copy=False, nan=self.cfg.v_false)

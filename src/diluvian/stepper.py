@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .errors import DataError
 from .masks import MaskPool, WindowMask
 from .region import Block, Region
 
@@ -174,7 +175,7 @@ class RegionStepper:
                  remask_interval: int | None = None,
                  stop_callback: Callable[[Region], bool] | None = None, callback_interval: int = 100) -> None:
         if moves_per_step < 1:
-            raise ValueError("moves_per_step must be >= 1")
+            raise DataError(f"moves_per_step: expected an int >= 1, got {moves_per_step}")
         self.moves_per_step = moves_per_step
         self.max_moves = max_moves
         self.remask_interval = remask_interval
