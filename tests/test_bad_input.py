@@ -91,6 +91,7 @@ def world(tmp_path_factory):
     (d / "train.toml").write_text(TRAIN_TOML)
     (d / "othernet.toml").write_text("[network]\nnum_modules = 3\n")
     (d / "zero_training.toml").write_text("[training]\ntraining_size = 0\n")
+    (d / "negative_seed.toml").write_text("random_seed = -1\n")
     (d / "bounds_tiny.csv").write_text("start,stop\n0 0 0,9 9 9\n")
     assert main(["train", "-c", str(d / "train.toml"), "-v", str(d / "tiny.toml"), "-mo", str(d / "model")]) == 0
     assert main(["fill", "-m", str(d / "model.pt"), "-v", str(d / "tiny.toml"), str(d / "seg_{volume}"),
@@ -190,6 +191,13 @@ CASES = [
      "--checkpoint-interval", {}),
     ("fill-zero-move-batch", "fill -m {d}/model.pt -v {d}/tiny.toml {o}/seg --move-batch-size 0",
      "--move-batch-size", {}),
+    ("fill-huge-move-batch", "fill -m {d}/model.pt -v {d}/tiny.toml {o}/seg --move-batch-size 100000000000000000000",
+     "--move-batch-size: expected an int <= 65536", {}),
+    ("fill-negative-random-seed", "fill -m {d}/model.pt -v {d}/tiny.toml {o}/seg -rs -1",
+     "random_seed: expected an int >= 0", {}),
+    ("config-negative-random-seed", "check-config -c {d}/negative_seed.toml", "random_seed: expected an int >= 0", {}),
+    ("train-bad-checkpoint-pattern", "train -c {d}/train.toml -v {d}/tiny.toml -mo {o}/m -mc {o}/c_{{foo}}.pt",
+     "-mc/--model-checkpoint-file", {}),
     ("train-zero-minutes", "train -c {d}/train.toml -v {d}/tiny.toml -mo {o}/m --max-minutes 0", "--max-minutes", {}),
     ("train-zero-training-size", "train -c {d}/train.toml -c {d}/zero_training.toml -v {d}/tiny.toml -mo {o}/m",
      "training_size", {}),

@@ -23,6 +23,9 @@ log = logging.getLogger("diluvian")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
+#: Largest --move-batch-size: a batch of that many 33³ FOVs already takes ~19 GB of image and mask.
+MAX_MOVE_BATCH = 65536
+
 
 # --------------------------------------------------------------------------- shared pieces
 
@@ -386,6 +389,9 @@ def _check_fill_args(args: argparse.Namespace) -> None:
                              ("--checkpoint-interval", getattr(args, "checkpoint_interval", None), 0)):
         if value is not None and value < low:
             raise DataError(f"{flag}: expected an int >= {low}, got {value}")
+    if args.move_batch_size is not None and args.move_batch_size > MAX_MOVE_BATCH:
+        raise DataError(f"--move-batch-size: expected an int <= {MAX_MOVE_BATCH} (a batch holds that many FOVs "
+                        f"in memory), got {args.move_batch_size}")
 
 
 def _add_fill(sub, common) -> None:
@@ -580,11 +586,11 @@ def _check_train_outputs(args: argparse.Namespace) -> None:
     base = args.model_output_filebase
     outputs = [base + ext for ext in (".pt", ".toml", ".csv", ".png")]
     if args.model_checkpoint_file:
-        from .errors import ConfigError
         from .training.outputs import CSV_FIELDS, checkpoint_name
 
-        with contextlib.suppress(ConfigError):  # a field only the epoch has: checked when it is written
-            outputs.append(checkpoint_name(args.model_checkpoint_file, 1, dict.fromkeys(CSV_FIELDS[1:], 0.0)))
+        # the fields of an epoch's row (training.loop._epoch_row), so a bad pattern fails before training
+        fields = (*CSV_FIELDS[1:], "fov_per_s", "moves_per_subvolume", "val_moves")
+        outputs.append(checkpoint_name(args.model_checkpoint_file, 1, dict.fromkeys(fields, 0.0)))
     check_cli_outputs(args, outputs)
     if args.tensorboard:
         check_output_dir(base + "_logs")

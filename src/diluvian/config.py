@@ -638,6 +638,10 @@ class Config:
     fill: FillConfig = field(default_factory=FillConfig)
     blockwise: BlockwiseConfig = field(default_factory=BlockwiseConfig)
 
+    def __post_init__(self) -> None:
+        if self.random_seed < 0:  # numpy and torch take seeds >= 0 only
+            raise ConfigError(f"random_seed: expected an int >= 0, got {self.random_seed}")
+
 
 # --------------------------------------------------------------------------- loading
 
