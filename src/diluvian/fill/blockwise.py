@@ -346,8 +346,9 @@ def _load_block(work_dir: str | Path, index: int, what: str = "labels") -> NDArr
         raise DataError(f"{path}: unreadable block file ({e}); rerun with --overwrite") from None
 
 
-def _reconcile_task(job: _Job, blocks: list[Block], index: int, neighbours: list[int], fraction: float) -> NDArray:
-    """Dask task: the matches between block ``index`` and each of its later neighbours."""
+def _reconcile_task(job: _Job, blocks: list[Block], index: int, neighbours: list[int],
+                    fraction: float) -> tuple[NDArray, NDArray]:
+    """Dask task: ``(the matches between block index and each of its later neighbours, its write box's IDs)``."""
     mine = blocks[index]
     labels = _load_block(job.work_dir, index)
     out = [np.zeros((0, 2), dtype=np.uint64)]
@@ -361,7 +362,7 @@ def _reconcile_task(job: _Job, blocks: list[Block], index: int, neighbours: list
         theirs = _load_block(job.work_dir, j)
         b = theirs[tuple(slice(int(p - s), int(q - s)) for p, q, s in zip(lo, hi, other.read_start))]
         out.append(match_overlap(a, b, fraction))
-    return np.concatenate(out)
+    return np.concatenate(out), _load_block(job.work_dir, index, "core_ids")
 
 
 def _relabel_task(job: _Job, block: Block, keys: NDArray, values: NDArray, chunks: Sequence[int]) -> int:
@@ -436,8 +437,11 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, *, thr
 
 
 def _run(client: Any, fn: Callable, calls: Sequence[tuple], desc: str, progress: bool,
-         on_result: Callable[[Any], None] | None = None) -> list:
-    """Run ``fn(*args)`` for each ``args`` in ``calls`` (on the cluster, or here when ``client`` is None)."""
+         ordered: bool = False) -> list:
+    """Run ``fn(*args)`` for each ``args`` in ``calls`` (on the cluster, or here when ``client`` is None).
+
+    Results come in the order they finish, or in the order of ``calls`` with ``ordered``.
+    """
     from tqdm import tqdm
 
     results = []
@@ -445,8 +449,6 @@ def _run(client: Any, fn: Callable, calls: Sequence[tuple], desc: str, progress:
         if client is None:
             for args in calls:
                 results.append(fn(*args))
-                if on_result:
-                    on_result(results[-1])
                 bar.update()
             return results
         from distributed import as_completed
@@ -455,9 +457,9 @@ def _run(client: Any, fn: Callable, calls: Sequence[tuple], desc: str, progress:
         try:
             for future in as_completed(futures):
                 results.append(future.result())
-                if on_result:
-                    on_result(results[-1])
                 bar.update()
+            if ordered:
+                results = [f.result() for f in futures]
         finally:
             for f in futures:
                 f.cancel()
@@ -761,9 +763,9 @@ def blockwise_fill(
     # 2. reconcile
     t0 = time.perf_counter()
     neighbours = _neighbour_pairs(blocks)
-    matches = _run(client, _reconcile_task, [(job, blocks, b.index, neighbours[b.index], float(agreement_fraction))
-                                             for b in blocks], "blocks reconciled", progress)
-    core_ids = [_load_block(work_dir, b.index, "core_ids") for b in blocks]
+    found = _run(client, _reconcile_task, [(job, blocks, b.index, neighbours[b.index], float(agreement_fraction))
+                                           for b in blocks], "blocks reconciled", progress, ordered=True)
+    matches, core_ids = [f[0] for f in found], [f[1] for f in found]
     raw, final = final_ids(core_ids, matches)
     joined = int(len(raw) - (int(final.max()) if len(final) else 0))
     seconds["reconcile"] = time.perf_counter() - t0
