@@ -201,6 +201,8 @@ CASES = [
     ("train-zero-minutes", "train -c {d}/train.toml -v {d}/tiny.toml -mo {o}/m --max-minutes 0", "--max-minutes", {}),
     ("train-zero-training-size", "train -c {d}/train.toml -c {d}/zero_training.toml -v {d}/tiny.toml -mo {o}/m",
      "training_size", {}),
+    ("synthesize-huge-shape", "synthesize {o}/x.h5 --shape 100000 100000 100000", "out of memory: Unable to allocate",
+     {}),
     ("synthesize-zero-shape", "synthesize {o}/x.h5 --shape 0 8 8", "shape", {}),
     ("evaluate-negative-n-worst", "evaluate -v {d}/tiny.toml -v {d}/seg_tiny.toml tiny 'tiny segmentation' "
      "--n-worst -1", "--n-worst", {}),

@@ -787,6 +787,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.exception("error")
         print(f"diluvian {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except MemoryError as e:  # a size the machine cannot hold (a shape, a batch): say so, as for any bad input
+        if args.log_level == "DEBUG":
+            log.exception("error")
+        detail = " ".join(str(e).split()) or "an allocation failed"
+        print(f"diluvian {args.command}: error: out of memory: {detail}; use smaller sizes", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"diluvian {args.command}: interrupted", file=sys.stderr)
         return 130
