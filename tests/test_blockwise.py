@@ -193,6 +193,15 @@ def test_local_cluster_with_two_workers_equals_serial(dataset, serial_output, ca
     np.testing.assert_array_equal(read_output(d / "cluster"), serial_output[1])
 
 
+def _visible_devices():
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_one_worker_per_gpu_each_with_its_own_cuda_visible_devices():
+    with dask_client(gpus=2) as client:
+        assert sorted(client.run(_visible_devices).values()) == ["0", "1"]
+
+
 KILLED_RUN = """
 import sys
 sys.path.insert(0, {here!r})

@@ -392,9 +392,9 @@ def _relabel_task(job: _Job, block: Block, keys: NDArray, values: NDArray, chunk
 
 
 @contextlib.contextmanager
-def dask_client(scheduler: str | None = None, workers: int | None = None, *, threads_per_worker: int = 1,
-                connect_timeout: float = 5.0) -> Iterator[Any]:
-    """A ``distributed.Client``: on an existing scheduler, on a new ``LocalCluster``, or None (serial).
+def dask_client(scheduler: str | None = None, workers: int | None = None, *, gpus: int | None = None,
+                threads_per_worker: int = 1, connect_timeout: float = 5.0) -> Iterator[Any]:
+    """A ``distributed.Client``: on an existing scheduler, on a new local cluster, or None (serial).
 
     Parameters
     ----------
@@ -403,6 +403,10 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, *, thr
     workers : int, optional
         Worker processes of the local cluster (default: the CPU cores); 0 runs
         everything in this process (yields None). Ignored with ``scheduler``.
+    gpus : int, optional
+        Without ``workers``: one worker per GPU, worker ``i`` with
+        ``CUDA_VISIBLE_DEVICES=i`` (default: the CUDA devices torch sees; with
+        none, one worker per core).
     connect_timeout : float
         Seconds to wait for ``scheduler``.
 
@@ -429,6 +433,22 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, *, thr
         finally:
             client.close()
         return
+    if workers is None:
+        if gpus is None:
+            import torch
+
+            gpus = torch.cuda.device_count()
+        if gpus > 0:
+            from distributed import Nanny, Scheduler, SpecCluster
+
+            specs = {f"gpu-{i}": {"cls": Nanny, "options": {"nthreads": threads_per_worker,
+                                                             "env": {"CUDA_VISIBLE_DEVICES": str(i)}}}
+                     for i in range(gpus)}
+            with SpecCluster(scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": ":0"}}, workers=specs,
+                             silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
+                log.info("local Dask cluster with %d workers, one per GPU; dashboard: %s", gpus, client.dashboard_link)
+                yield client
+            return
     n = int(workers) if workers is not None else (os.cpu_count() or 1)
     with LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True, dashboard_address=":0",
                       silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
