@@ -2,7 +2,7 @@
 
 Reads random FOV-sized boxes of a synthetic in-memory volume (128 x 256 x 256 uint8)
 through a ChunkCachedImage with 64^3 chunks, and for comparison straight from
-``Volume.get_image`` and, while it exists, through the fill's older ``LazyImage``.
+``Volume.get_image``. (The fill's ``LazyImage`` is now this class.)
 Prints microseconds per read (best of ``--rounds``: the machine is shared).
 
     python benchmarks/array_reads.py [--reads 2000] [--rounds 3]
@@ -37,12 +37,6 @@ def main() -> None:
     rng = np.random.default_rng(0)
     vol = NdarrayVolume("v", rng.integers(0, 256, (128, 256, 256)).astype(np.uint8))
     views = {"ChunkCachedImage": lambda: ChunkCachedImage(vol, (0, 0, 0), vol.shape), "get_image": lambda: _Direct(vol)}
-    try:
-        from diluvian.fill.dense import LazyImage
-
-        views["fill.dense.LazyImage"] = lambda: LazyImage(vol, (0, 0, 0), vol.shape)
-    except ImportError:
-        pass
     print(f"{'reader':22s} " + " ".join(f"{f'{n}^3 (us)':>12s}" for n in (9, 17, 33)))
     for name, make in views.items():
         row = []
