@@ -313,3 +313,13 @@ def test_fill_uses_the_one_device_selector(tiny_cfg, tmp_path):
         load_fill_model(tmp_path / "m.pt", tiny_cfg, device="cuda")
     model, _ = load_fill_model(tmp_path / "m.pt", tiny_cfg, device="cpu")
     assert next(model.parameters()).device.type == "cpu"
+
+
+def test_training_package_keeps_the_public_names():
+    import diluvian
+
+    for name in ("PreparedSubvolume", "TrainingResult", "ValidationResult", "prepare_training_volumes",
+                 "prepare_subvolume", "subvolume_stream", "validation_subvolumes", "run_validation", "make_optimizer",
+                 "train_network", "validate_model", "CSV_FIELDS", "write_history_csv", "write_metric_plot"):
+        assert name in training.__all__ and getattr(training, name) is not None, name
+    assert diluvian.train_network is train_network and diluvian.validate_model is validate_model
