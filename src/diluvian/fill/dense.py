@@ -55,6 +55,8 @@ from numpy.typing import NDArray
 from ..config import Config
 from ..arrays import ChunkCachedImage
 from ..errors import ConfigError, DataError
+from ..geometry import Box
+from ..util import fmt_list
 from ..masks import MaskPool, sparse_mask, window_shape_for
 from ..region import Region
 from ..stepper import BatchBuffer, BatchTimer, RegionStepper, Slot, apply_batch, run_batch
@@ -774,14 +776,19 @@ class DenseFiller:
 
 
 def _box(volume: Any, bounds: Any) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The fill box ``(start, stop)``: ``bounds``, checked to be a non-empty box inside the volume."""
     shape = np.asarray(np.shape(volume) if isinstance(volume, np.ndarray) else volume.shape, dtype=np.int64)[-3:]
+    whole = Box(np.zeros(3, dtype=np.int64), shape)
     if bounds is None:
-        return np.zeros(3, dtype=np.int64), shape
-    start, stop = (np.asarray(b, dtype=np.int64) for b in bounds)
-    if start.shape != (3,) or stop.shape != (3,) or (start < 0).any() or (stop > shape).any() or (stop <= start).any():
-        raise DataError(f"fill bounds {start.tolist()}-{stop.tolist()}: expected a non-empty box inside the volume "
-                        f"of shape {shape.tolist()}")
-    return start, stop
+        return whole.start.copy(), whole.stop.copy()
+    try:
+        box = Box(*bounds, where="fill bounds")
+    except (TypeError, ValueError):
+        box = None
+    if box is None or box.empty or not whole.contains(box):
+        raise DataError(f"fill bounds {fmt_list(np.ravel(bounds[0]))}-{fmt_list(np.ravel(bounds[1]))}: expected a "
+                        f"non-empty box inside the volume of shape {fmt_list(shape)}")
+    return box.start.copy(), box.stop.copy()
 
 
 def _volume_mask(volume: Any, start: NDArray, stop: NDArray) -> NDArray | None:
