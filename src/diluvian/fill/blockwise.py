@@ -54,7 +54,7 @@ from numpy.typing import NDArray
 
 from ..config import Config, config_to_dict
 from ..errors import ConfigError, DataError, DatasetNotFoundError, DiluvianError
-from ..util import atomic_path, check_writable_dir
+from ..util import atomic_path, check_writable_dir, fmt_list
 
 log = logging.getLogger(__name__)
 
@@ -733,7 +733,7 @@ def blockwise_fill(
     resolution = [float(r) for r in volume.resolution]
     bs = np.asarray(block_shape, dtype=np.int64).reshape(-1)
     if bs.shape != (3,) or (bs < 1).any():
-        raise ConfigError(f"block shape: expected 3 positive ints (Z, Y, X), got {list(np.asarray(block_shape))}")
+        raise ConfigError(f"block shape: expected 3 positive ints (Z, Y, X), got {fmt_list(block_shape)}")
     margin = block_margin(cfg, margin_moves)
     smallest = min_block_shape(cfg, margin)
     fov = np.asarray(cfg.model.input_fov_shape)
