@@ -100,3 +100,33 @@ def test_shape_mismatch_is_an_error():
     image, gt = cells_volume()
     with pytest.raises(ValueError, match="differ"):
         claim_unclaimed(gt[:, :, :5], image)
+
+
+@pytest.mark.parametrize("claim", [True, False])
+def test_fill_to_files_claims_by_default(tmp_path, claim):
+    """``diluvian fill`` (fill_volumes_to_files) claims the voxels its bodies left, unless ``claim = false``."""
+    import h5py
+
+    from diluvian.config import ModelConfig
+    from diluvian.fill.run import fill_volumes_to_files
+    from diluvian.volumes.base import NdarrayVolume
+
+    image, gt = cells_volume(walls=(20,))
+    image[:, :, :10] += 0.1  # each cell has a brighter half, all that the model below recognises
+    image[:, :, 22:31] += 0.1
+    model = ModelConfig(input_fov_shape=(9, 9, 9), output_fov_shape=(9, 9, 9), output_fov_move_fraction=2)
+    cfg = Config(model=model, postprocessing=PostprocessingConfig(min_body_size=10, membrane_fraction=0.15,
+                                                                   claim=claim, claim_grow_distance=50))
+
+    def half_cells(images, masks):
+        return np.where(images > 0.75, 0.95, 0.05).astype(np.float32)
+
+    volume = NdarrayVolume("toy", image, gt, resolution=(10.0, 10.0, 10.0))
+    fill_volumes_to_files({"toy": volume}, half_cells, cfg, str(tmp_path / "seg"), checkpoint_interval=0,
+                          progress=False, seeds=np.array([[5, 10, 5], [5, 10, 26]]), ordered_seeds=True)
+    with h5py.File(tmp_path / "seg.hdf5", "r") as f:
+        labels = f["volumes/labels/neuron_ids"][:]
+    assert ((labels == 0).mean() == 0) == claim
+    assert ((labels[gt == 1] == 0).mean() > 0.3) != claim  # the dimmer halves are claimed only with claim on
+    assert len(np.setdiff1d(np.unique(labels[gt == 1]), [0])) == 1  # no cell split, none merged
+    assert not set(np.unique(labels[gt == 1])) - {0} & set(np.unique(labels[gt == 2])) - {0}
