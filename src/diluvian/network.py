@@ -92,6 +92,8 @@ __all__ = [
     "config_files_set_network",
     "network_keys_set",
     "config_for_model_file",
+    "explicit_model_keys",
+    "model_run_config",
     "select_device",
     "MODEL_FORMAT",
     "MODEL_VERSION",
@@ -685,18 +687,59 @@ def config_files_set_network(paths: Sequence[str | os.PathLike]) -> bool:
     return bool(network_keys_set(paths))
 
 
+def explicit_model_keys(config_files: Sequence[str | os.PathLike]) -> set[str]:
+    """``[model]`` keys that the ``-c`` files set themselves (``-cd`` entries set none)."""
+    from .config import DEFAULT_CONFIG_NAME, read_toml, resolve_config_path
+
+    keys: set[str] = set()
+    for p in config_files:
+        if str(p) == DEFAULT_CONFIG_NAME:
+            keys.clear()  # -cd resets everything before it
+            continue
+        model = read_toml(resolve_config_path(p)).get("model", {})
+        if isinstance(model, dict):
+            keys.update(model)
+    return keys
+
+
+def model_run_config(user_cfg: Config, model_cfg: Config, config_files: Sequence[str | os.PathLike] = (),
+                     model_file: str | os.PathLike = "model") -> Config:
+    """The config to run a model file with: the one rule for ``-m`` with ``-c`` files.
+
+    The model file's ``[network]``, FOVs and working resolution are used; the ``-c``
+    files may not change them (an error when they set them to other values). The
+    model's other ``[model]`` keys (``t_move``, ``t_final``, ``move_priority``,
+    ``output_fov_move_fraction`` ...) are used too, except those the ``-c`` files set
+    explicitly, which replace them (with a log line). Every other section comes from
+    the ``-c`` files on the defaults. ``fill``, ``sparse-fill``, ``validate``,
+    ``train -m`` and ``train --viewer`` all use this.
+
+    Raises
+    ------
+    ModelError
+        The ``-c`` files set a network, FOV or resolution other than the model's, or a
+        ``[model]`` value the model's FOVs do not allow.
+    """
+    cfg = check_model_config(model_cfg, user_cfg, network_keys_set(config_files), model_file)
+    explicit = explicit_model_keys(config_files) - set(_MODEL_FOV_KEYS)
+    overrides = {k: getattr(user_cfg.model, k) for k in sorted(explicit)}
+    changed = {k: v for k, v in overrides.items() if v != getattr(model_cfg.model, k)}
+    if changed:
+        log.info("using these [model] values from the config files instead of the model's: %s", changed)
+    try:
+        model = dataclasses.replace(model_cfg.model, **overrides)
+    except ConfigError as e:
+        raise ModelError(f"{model_file}: {e}") from None
+    return dataclasses.replace(cfg, model=model)
+
+
 def config_for_model_file(user_cfg: Config, model_file: str | os.PathLike,
                           config_files: Sequence[str | os.PathLike] = ()) -> Config:
-    """The config to continue training or validate ``model_file`` with (for the CLI).
-
-    The model file's ``[network]`` and FOVs are used. When ``config_files``
-    (the ``-c`` files) set network or FOV keys themselves, they must agree with
-    the model's (see :func:`check_model_config`).
+    """:func:`model_run_config` for the config stored in ``model_file``.
 
     Raises
     ------
     ModelError
         Not a diluvian model file, or the ``-c`` network differs from the model's.
     """
-    model_cfg = read_model_config(model_file)
-    return check_model_config(model_cfg, user_cfg, network_keys_set(config_files), model_file)
+    return model_run_config(user_cfg, read_model_config(model_file), config_files, model_file)

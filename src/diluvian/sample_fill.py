@@ -90,14 +90,13 @@ def fill_validation_sample(model_file: str | Path, volumes: Mapping[str, Any], *
         A negative index, unusable volumes or partitions.
     """
     from .device import select_device
-    from .network import check_model_config, load_model
+    from .network import load_model, model_run_config
     from .training import prepare_training_volumes, run_validation, validation_subvolumes
 
     if int(index) < 0:
         raise DataError(f"index: expected an int >= 0, got {index}")
     model, file_cfg, _ = load_model(model_file, "cpu")
-    cfg = file_cfg if config is None else check_model_config(file_cfg, config, explicitly_set=False,
-                                                             model_file=model_file)
+    cfg = file_cfg if config is None else model_run_config(config, file_cfg, (), model_file)
     cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, validation_size=int(index) + 1))
     model = model.to(select_device(device if device is not None else cfg.training.device))
     _, val_vols = prepare_training_volumes(cfg, volumes, need_training=False)

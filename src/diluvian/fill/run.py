@@ -18,56 +18,16 @@ import numpy as np
 
 from ..claim import claim_result
 from ..config import Config, FillConfig
-from ..errors import ConfigError, DataError, ModelError
+from ..errors import ConfigError, DataError
+from ..network import model_run_config
 from ..util import check_writable_dir, fmt_list
 from .dense import FillResult, _option_differences, fill_options, fill_volume_with_model, with_fill_options
 from .output import Checkpointer, load_resume, write_segmentation
 
 log = logging.getLogger(__name__)
 
-def explicit_model_keys(config_files: Sequence[str | os.PathLike]) -> set[str]:
-    """``[model]`` keys that the ``-c`` files set themselves (``-cd`` entries set none)."""
-    from ..config import DEFAULT_CONFIG_NAME, read_toml, resolve_config_path
-
-    keys: set[str] = set()
-    for p in config_files:
-        if str(p) == DEFAULT_CONFIG_NAME:
-            keys.clear()  # -cd resets everything before it
-            continue
-        model = read_toml(resolve_config_path(p)).get("model", {})
-        if isinstance(model, dict):
-            keys.update(model)
-    return keys
-
-
-def merge_model_config(cli_cfg: Config, model_cfg: Config, config_files: Sequence[str | os.PathLike] = (),
-                       model_file: str | os.PathLike = "model") -> Config:
-    """The config a fill runs with: the model file's ``[network]`` and ``[model]`` win.
-
-    The ``-c`` files may not change the network or the FOVs (an error when they
-    set them to other values), but ``[model]`` keys they set explicitly (fill
-    thresholds ``t_move``/``t_final``, ``move_priority``, ``output_fov_move_fraction``
-    ...) replace the model's, with a log line. Everything else comes from the
-    ``-c`` files on the defaults.
-
-    Raises
-    ------
-    ModelError
-        The ``-c`` files set a network or FOV other than the model's.
-    """
-    from ..network import check_model_config, network_keys_set
-
-    cfg = check_model_config(model_cfg, cli_cfg, network_keys_set(config_files), model_file)
-    explicit = explicit_model_keys(config_files) - {"input_fov_shape", "output_fov_shape"}
-    overrides = {k: getattr(cli_cfg.model, k) for k in sorted(explicit)}
-    changed = {k: v for k, v in overrides.items() if v != getattr(model_cfg.model, k)}
-    if changed:
-        log.info("fill uses these [model] values from the config files instead of the model's: %s", changed)
-    try:
-        model = dataclasses.replace(model_cfg.model, **overrides)
-    except ConfigError as e:
-        raise ModelError(f"{model_file}: {e}") from None
-    return dataclasses.replace(cfg, model=model)
+merge_model_config = model_run_config
+"""The config a fill runs with (:func:`diluvian.network.model_run_config`)."""
 
 
 def load_fill_model(model_file: str | os.PathLike, cli_cfg: Config, config_files: Sequence[str | os.PathLike] = (),
