@@ -307,7 +307,7 @@ def test_cli_on_dask_scheduler_and_worker_processes(cli_dataset, tmp_path, capsy
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
-    # the same in this process, and evaluate reads the zarr output like any volume
+    # the same in this process, and evaluate and view read the zarr output like any volume
     rc, _, err = run_cli(capsys, "fill", "--blockwise", "--workers", 0, "-v", toml, "-m", d / "tiny.pt",
                          "--block-shape", 24, 24, 24, tmp_path / "serial")
     assert rc == 0, err
@@ -315,6 +315,9 @@ def test_cli_on_dask_scheduler_and_worker_processes(cli_dataset, tmp_path, capsy
     rc, stdout, err = run_cli(capsys, "evaluate", "-v", toml, "-v", str(out) + ".toml", "v", "v segmentation")
     assert rc == 0, err
     assert "CREMI" in stdout or "cremi" in stdout.lower()
+    rc, _, err = run_cli(capsys, "view", "-v", toml, "-v", str(out) + ".toml", "v", "--segmentation",
+                         "v segmentation", "--snapshot", tmp_path / "seg.png")
+    assert rc == 0 and (tmp_path / "seg.png").stat().st_size > 0, err
 
 
 def _blockwise_cli(cli_dataset, out, *extra):
