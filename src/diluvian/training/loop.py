@@ -29,6 +29,7 @@ from ..config import Config, seed_everything
 from ..device import DeviceSetup, HostCopy
 from ..errors import EarlyAbortError, TrainingError
 from ..network import build_network, check_model_config, load_model, model_config_differences, save_model
+from ..stepper import RegionStepper, Slot
 from ..region import Block, Region
 from .data import PreparedSubvolume, Prefetcher, prepare_training_volumes, subvolume_stream, validation_subvolumes
 from .objective import _FillFactorWeights, _sample_losses, make_optimizer
@@ -95,7 +96,8 @@ class _SlotGroup:
         self.cfg = cfg
         self.source = source
         self.rng = rng
-        self.regions: list[Region | None] = [None] * n
+        self.stepper = RegionStepper()
+        self.slots: list[Slot | None] = [None] * n
         self.subvolumes: list[PreparedSubvolume | None] = [None] * n
         self.blocks: list[Block] = []
         self.pending: HostCopy | None = None
@@ -104,37 +106,46 @@ class _SlotGroup:
         self.finished = 0
 
     def next_blocks(self) -> list[Block]:
-        """The next FOV of every slot; a slot whose region is done starts on a new subvolume."""
+        """The next FOV of every slot; a slot whose region is done starts on a new subvolume.
+
+        Each slot steps through the fill's stepper (:class:`~diluvian.stepper.RegionStepper`,
+        one move per step), like every fill.
+        """
         blocks = []
-        for i, region in enumerate(self.regions):
-            block = region.get_next_block() if region is not None else None
-            while block is None:
-                if region is not None:
+        for i, slot in enumerate(self.slots):
+            step = self.stepper.begin(slot) if slot is not None else []
+            while not step:
+                if slot is not None:
                     self.finished += 1
-                    self.finished_moves += region.moves
+                    self.finished_moves += slot.region.moves
                 sub = self.source()
                 region = Region(sub.image, self.cfg.model, sub.seed, target=sub.target,
                                 rng=np.random.default_rng(self.rng.integers(2**63)))
-                self.regions[i] = region
+                slot = self.stepper.slot(self.started, region)
+                self.slots[i] = slot
                 self.subvolumes[i] = sub
                 self.started += 1
-                block = region.get_next_block()
-            blocks.append(block)
+                step = self.stepper.begin(slot)
+            blocks.extend(step)
         self.blocks = blocks
         return blocks
+
+    @property
+    def regions(self) -> list[Region | None]:
+        return [None if s is None else s.region for s in self.slots]
 
     def apply(self) -> None:
         """Write the pending predictions into the regions (queues their next moves)."""
         if self.pending is None:
             return
         probs = self.pending.numpy()
-        for region, block, out in zip(self.regions, self.blocks, probs):
-            region.add_mask(block, out[0])  # type: ignore[union-attr]
+        for slot, out in zip(self.slots, probs):
+            self.stepper.finish(slot, [out[0]])  # type: ignore[arg-type]
         self.pending = None
 
     def reset(self) -> None:
-        self.regions = [None] * len(self.regions)
-        self.subvolumes = [None] * len(self.regions)
+        self.slots = [None] * len(self.slots)
+        self.subvolumes = [None] * len(self.slots)
         self.pending = None
 
 
