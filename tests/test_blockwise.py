@@ -354,3 +354,23 @@ def test_cli_bad_input_is_one_line_exit_2(cli_dataset, tmp_path, capsys):
     # a rerun with another block shape (another manifest) is refused
     fails(_blockwise_cli(cli_dataset, out, "--block-shape", 24, 48, 24), "another volume or config")
     assert not Path(str(out) + ".blockwise").exists()
+
+
+def test_the_manifest_holds_only_what_changes_the_segmentation():
+    import dataclasses
+
+    from diluvian.fill.blockwise import _differences, _manifest
+
+    cfg = oracle_cfg()
+    source = type("Source", (), {"name": "v", "dataset_files": [], "partition": False})()
+
+    def manifest(c, **options):
+        return _manifest(source, (24, 64, 64), (20, 20, 20), None, c, options, (32, 32, 32), (8, 8, 8), 0.5, 4)
+
+    base = manifest(cfg)
+    timing = dataclasses.replace(cfg, fill=dataclasses.replace(cfg.fill, checkpoint_minutes=1.0, move_batch_size=64))
+    assert _differences(base, manifest(timing)) == []
+    assert _differences(base, manifest(cfg, move_batch_size=8)) == []
+    moved = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, t_final=0.7))
+    assert any("t_final" in d for d in _differences(base, manifest(moved)))
+    assert any("max_moves" in d for d in _differences(base, manifest(cfg, max_moves=5)))

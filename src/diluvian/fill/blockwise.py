@@ -291,11 +291,11 @@ def _fill_one_block(volume: Any, model: Any, cfg: Config, block: Block,
     border), from the seeds of the whole read box: an object whose seeds all lie
     in a neighbour's write box is still filled where it reaches into this one.
     """
-    from .dense import fill_volume_with_model
+    from .dense import fill_box
 
     start, stop = np.asarray(block.read_start), np.asarray(block.read_stop)
     rng = np.random.default_rng([int(cfg.random_seed), int(block.index)])
-    result = fill_volume_with_model(volume, model, cfg, bounds=(start, stop), rng=rng, progress=False, **options)
+    result = fill_box(volume, model, cfg, (start, stop), rng=rng, **options)
     return np.asarray(result.labels, dtype=np.uint64), int(getattr(result.stats, "moves", 0))
 
 
@@ -506,7 +506,13 @@ def _manifest(source: VolumeSource, shape: Sequence[int], resolution: Sequence[f
               options: dict, block_shape: Sequence[int], margin: Sequence[int], fraction: float,
               n_blocks: int) -> dict:
     """What determines the output: a rerun against a store with another manifest is refused."""
-    config = {k: v for k, v in config_to_dict(cfg).items() if k not in ("training", "optimizer")}
+    from .dense import fill_options, with_fill_options
+
+    # only what changes the segmentation: the fill's result options (not its batch size,
+    # device or checkpoint timing), the working resolution and the network
+    whole = config_to_dict(cfg)
+    config = {"fill": fill_options(with_fill_options(cfg, **options)), "volume": whole["volume"],
+              "network": whole["network"]}
     return json.loads(json.dumps({
         "format": MANIFEST_FORMAT,
         "volume": source.name,
@@ -516,7 +522,6 @@ def _manifest(source: VolumeSource, shape: Sequence[int], resolution: Sequence[f
         "resolution": [float(r) for r in resolution],
         "model": _model_fingerprint(model),
         "config": config,
-        "options": options,
         "block_shape": [int(b) for b in block_shape],
         "margin": [int(m) for m in margin],
         "agreement_fraction": float(fraction),
