@@ -285,7 +285,10 @@ def _load_predictor(job: _Job) -> Any:
 
 def _fill_one_block(volume: Any, model: Any, cfg: Config, block: Block,
                     options: dict) -> tuple[NDArray[np.uint64], int]:
-    """Fill block ``block`` of ``volume``: ``(labels from 1 over its read box (0 = unclaimed), FOVs evaluated)``.
+    """Fill block ``block`` of ``volume``: ``(labels over its read box, FOVs evaluated)``.
+
+    Labels come from the block's own range, ``(index + 1) * ID_STRIDE + 1`` on (0 = unclaimed),
+    so no two blocks share an ID before the relabel.
 
     The read box is filled as a volume of its own (FOVs reflect-padded at its
     border), from the seeds of the whole read box: an object whose seeds all lie
@@ -295,7 +298,8 @@ def _fill_one_block(volume: Any, model: Any, cfg: Config, block: Block,
 
     start, stop = np.asarray(block.read_start), np.asarray(block.read_stop)
     rng = np.random.default_rng([int(cfg.random_seed), int(block.index)])
-    result = fill_box(volume, model, cfg, (start, stop), rng=rng, **options)
+    result = fill_box(volume, model, cfg, (start, stop), rng=rng, label_offset=(int(block.index) + 1) * ID_STRIDE,
+                      **options)
     return np.asarray(result.labels, dtype=np.uint64), int(getattr(result.stats, "moves", 0))
 
 
@@ -323,8 +327,6 @@ def _fill_task(job: _Job, block: Block) -> dict:
         torch.set_num_threads(job.torch_threads)
     volume = job.source.open(job.cfg)
     labels, fovs = _fill_one_block(volume, _load_predictor(job), job.cfg, block, job.options)
-    offset = np.uint64((block.index + 1) * ID_STRIDE)
-    labels = np.where(labels != 0, labels + offset, np.uint64(0))
     lo = np.asarray(block.write_start) - np.asarray(block.read_start)
     hi = np.asarray(block.write_stop) - np.asarray(block.read_start)
     core = np.unique(labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
