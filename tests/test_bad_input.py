@@ -20,27 +20,9 @@ import pytest
 
 from diluvian.cli import main
 
-TRAIN_TOML = """
-random_seed = 3
-[model]
-input_fov_shape = [9, 9, 9]
-output_fov_shape = [9, 9, 9]
-output_fov_move_fraction = 4
-[network]
-factory = "convstack"
-convstack_variant = "ffn"
-num_modules = 2
-convolution_filters = 4
-[training]
-gpu_batch_size = 4
-training_size = 8
-validation_size = 2
-total_epochs = 1
-device = "cpu"
-partitions = { ".*" = [1, 1, 2] }
-training_partition = { ".*" = [0, 0, 0] }
-validation_partition = { ".*" = [0, 0, 1] }
-"""
+from conftest import TINY_TRAIN_TOML
+
+TRAIN_TOML = TINY_TRAIN_TOML.format(training_size=8, validation_size=2, total_epochs=1)
 
 
 def _dataset_toml(path: Path, name: str, h5: str, image="volumes/raw", labels="volumes/labels/neuron_ids") -> Path:
