@@ -52,12 +52,9 @@ def gather(image, pool, slots, origins, starts, v_false, out_image, out_mask):  
             zi[i] = _reflect(starts[n, 0] + i, nz)
         for j in range(fy):
             yi[j] = _reflect(starts[n, 1] + j, ny)
-        x_in = True  # every x inside the window
         for k in range(fx):
             xi[k] = _reflect(starts[n, 2] + k, nx)
             mxi[k] = xi[k] - ox
-            if mxi[k] < 0 or mxi[k] >= wx:
-                x_in = False
         x0 = starts[n, 2]
         plain = x0 >= 0 and x0 + fx <= nx  # no reflection along x: contiguous rows
         for i in range(fz):
@@ -78,12 +75,21 @@ def gather(image, pool, slots, origins, starts, v_false, out_image, out_mask):  
                         dst[k] = src[xi[k]]
                 if 0 <= mz < wz and 0 <= my < wy:
                     prow = pool[s, mz, my]
-                    if x_in and plain:
+                    if plain:
+                        # the FOV's x range is contiguous: the part inside the window is one slice
                         m0 = x0 - ox
-                        mrow = prow[m0:m0 + fx]
-                        for k in range(fx):
-                            p = mrow[k]
-                            mdst[k] = p if p == p else v_false
+                        k0 = max(0, -m0)
+                        k1 = min(fx, wx - m0)
+                        for k in range(0, min(k0, fx)):
+                            mdst[k] = v_false
+                        if k1 > k0:
+                            mrow = prow[m0 + k0:m0 + k1]
+                            part = mdst[k0:k1]
+                            for k in range(k1 - k0):
+                                p = mrow[k]
+                                part[k] = p if p == p else v_false
+                        for k in range(max(k1, k0), fx):
+                            mdst[k] = v_false
                     else:
                         for k in range(fx):
                             mx = mxi[k]
@@ -130,7 +136,8 @@ def apply(pool, slots, origins, centers, outputs, rows, box_shape, output_radius
                         src = out_row[k]
                         cur = prow[k]
                         # unknown (NaN) or > 0.5: take the prediction; otherwise it may only decrease
-                        prow[k] = src if (cur > 0.5 or cur != cur or src < cur) else cur
+                        take = (cur > 0.5) | (cur != cur) | (src < cur)  # no branches: vectorises
+                        prow[k] = src if take else cur
                 else:
                     for k in range(out_row.shape[0]):
                         prow[k] = out_row[k]
