@@ -184,6 +184,9 @@ def claim_study(run_dir: Path, val_toml: Path, train_toml: Path, config: list[st
         out["train_raw"] = _upsampled_cremi(train_gt, train_seg)
         tuned = tune_claim(train_seg, _image_at(train_toml, cfg, False), train_gt, cfg.postprocessing.boundary_sigma)
         out["claim"] = {k: tuned[k] for k in ("params", "train_cremi")}
+    train_noguard = seg("train_noguard_*.hdf5")
+    if train_noguard is not None:  # the guards' effect, measured on the training part
+        out["train_noguard_raw"] = _upsampled_cremi(train_gt, train_noguard)
     val_image = _image_at(val_toml, cfg, True)
     for name in ("val_guard", "val_noguard"):
         raw = seg(f"{name}_*.hdf5")
@@ -192,7 +195,8 @@ def claim_study(run_dir: Path, val_toml: Path, train_toml: Path, config: list[st
         out[name] = {"raw": _upsampled_cremi(val_gt, raw)}
         settings = {"default": {"membrane_fraction": cfg.postprocessing.membrane_fraction,
                                 "grow_distance": cfg.postprocessing.claim_grow_distance,
-                                "min_size": cfg.postprocessing.claim_min_size}}
+                                "min_size": cfg.postprocessing.claim_min_size,
+                                "split_distance": cfg.postprocessing.claim_split_distance}}
         if "claim" in out:
             settings["tuned"] = out["claim"]["params"]
         for label, params in settings.items():
@@ -338,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
 def print_study(study: dict) -> None:
     """One Markdown row per fill variant of :func:`claim_study`."""
     print(f"\n{study['run']}: claiming tuned on the training half: {study.get('claim')}")
+    for name in ("train_raw", "train_noguard_raw"):
+        if name in study:
+            print(f"{name} (training part, no claiming): {study[name]}")
     print("| fill | claiming | VOI split | VOI merge | ARAND | CREMI score | objects | unclaimed |")
     print("|---|---|---|---|---|---|---|---|")
     for name in ("val_guard", "val_noguard"):

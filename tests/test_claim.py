@@ -130,3 +130,18 @@ def test_fill_to_files_claims_by_default(tmp_path, claim):
     assert ((labels[gt == 1] == 0).mean() > 0.3) != claim  # the dimmer halves are claimed only with claim on
     assert len(np.setdiff1d(np.unique(labels[gt == 1]), [0])) == 1  # no cell split, none merged
     assert not set(np.unique(labels[gt == 1])) - {0} & set(np.unique(labels[gt == 2])) - {0}
+
+
+def test_split_distance_splits_unclaimed_pieces_at_their_necks():
+    # two unclaimed balls joined by a thin neck (a gap in their membrane), no body near them
+    z, y, x = np.indices((12, 12, 36))
+    balls = ((z - 6) ** 2 + (y - 6) ** 2 + (x - 8) ** 2 < 25) | ((z - 6) ** 2 + (y - 6) ** 2 + (x - 27) ** 2 < 25)
+    neck = (abs(z - 6) <= 1) & (abs(y - 6) <= 1) & (x > 8) & (x < 27)
+    image = np.where(balls | neck, 0.7, 0.1).astype(np.float32)
+    labels = np.where(balls | neck, 0, 9).astype(np.uint64)  # everything around them is one body
+    whole, _ = claim_unclaimed(labels, image, grow_distance=0, min_size=20, membrane_fraction=0)
+    split, stats = claim_unclaimed(labels, image, grow_distance=0, min_size=20, membrane_fraction=0,
+                                   split_distance=5)
+    left, right = (6, 6, 8), (6, 6, 27)
+    assert whole[left] == whole[right] not in (0, 9)
+    assert split[left] != split[right] and not {split[left], split[right]} & {0, 9} and stats.new_segments == 2

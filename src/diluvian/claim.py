@@ -11,7 +11,8 @@ the image's boundary evidence (:func:`~diluvian.postprocessing.boundary_evidence
    the body it is reached from over the weakest boundaries); membranes bound the growth,
    so a body does not leak through them.
 2. **New labels** for the unclaimed non-membrane pieces that no body reached: each
-   6-connected piece of at least ``min_size`` voxels becomes a segment.
+   6-connected piece (split at its necks by a distance-transform watershed when
+   ``split_distance`` > 0) of at least ``min_size`` voxels becomes a segment.
 3. **The rest** (membranes, smaller pieces) goes to the neighbouring segment by a
    watershed over the boundary evidence: every voxel ends up labelled.
 
@@ -59,6 +60,7 @@ def claim_unclaimed(
     *,
     grow_distance: float = 2.0,
     min_size: int = 50,
+    split_distance: float = 0.0,
     sigma: float = 1.0,
     membrane_fraction: float = 0.2,
     assign_rest: bool = True,
@@ -76,6 +78,10 @@ def claim_unclaimed(
         Voxels: how far a body grows into unclaimed voxels (0: no growth).
     min_size : int
         Unclaimed pieces that no body reached become segments from this many voxels.
+    split_distance : float
+        When > 0, those pieces are split by a watershed from the peaks of their distance
+        transform at least this many voxels apart (as the seeded watershed baseline), so
+        that small neurites joined through gaps in the membranes become separate segments.
     sigma : float
         Scale of the boundary evidence, in voxels.
     membrane_fraction : float
@@ -119,9 +125,18 @@ def claim_unclaimed(
         out[take] = grown[take]
         stats.grown = int(np.count_nonzero(take))
 
-    # 2. pieces no body reached become segments
+    # 2. pieces no body reached become segments (split at their necks when split_distance is set)
     rest = (out == 0) & ~walls
     pieces, n = ndimage.label(rest, structure=FACE_CONNECTIVITY)
+    if n and split_distance > 0:
+        from skimage.feature import peak_local_max
+
+        peaks = peak_local_max(ndimage.distance_transform_edt(rest), min_distance=int(split_distance),
+                               labels=pieces, exclude_border=False)
+        seeds = np.zeros(rest.shape, dtype=np.int64)
+        seeds[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+        pieces = watershed(landscape, seeds, mask=rest)
+        n = len(peaks)
     if n:
         sizes = np.bincount(pieces.ravel())
         big = np.flatnonzero(sizes >= max(1, min_size))
@@ -169,6 +184,7 @@ def claim_result(volume: Any, result: Any, cfg: Any, background: int = 0) -> Any
     else:
         image = volume.get_image((0, 0, 0), tuple(int(s) for s in labels.shape))
     claimed, stats = claim_unclaimed(labels, image, grow_distance=pp.claim_grow_distance, min_size=pp.claim_min_size,
+                                     split_distance=pp.claim_split_distance,
                                      sigma=pp.boundary_sigma, membrane_fraction=pp.membrane_fraction,
                                      background=background)
     log.info("%s: %s", getattr(volume, "name", "array"), stats.summary())

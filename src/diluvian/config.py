@@ -478,6 +478,9 @@ class PostprocessingConfig:
     claim_min_size : int
         Unclaimed pieces that no body reaches get their own label from this many voxels;
         smaller ones (and membranes) go to the neighbour they touch.
+    claim_split_distance : float
+        When > 0, those pieces are first split by a watershed from distance-transform peaks
+        at least this many voxels apart.
     """
 
     closing_shape: tuple[int, ...] = ()
@@ -489,7 +492,8 @@ class PostprocessingConfig:
     guard_max_leak: float = 0.5
     claim: bool = True
     claim_grow_distance: float = 2.0
-    claim_min_size: int = 50
+    claim_min_size: int = 20
+    claim_split_distance: float = 5.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.merge_overlap_fraction <= 1.0:
@@ -502,7 +506,8 @@ class PostprocessingConfig:
                               f"got {self.membrane_fraction}")
         if not 0.0 <= self.guard_max_leak <= 1.0:
             raise ConfigError(f"[postprocessing] guard_max_leak: expected a fraction in [0, 1], got {self.guard_max_leak}")
-        for key in ("boundary_sigma", "guard_interval", "claim_grow_distance", "claim_min_size"):
+        for key in ("boundary_sigma", "guard_interval", "claim_grow_distance", "claim_min_size",
+                    "claim_split_distance"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"[postprocessing] {key}: expected a number >= 0, got {getattr(self, key)}")
 
