@@ -65,11 +65,12 @@ class IntensityRule:
         return out
 
 
-def run(image, cfg, batch, seeds, storage, fill_batch=False):
+def run(image, cfg, batch, seeds, storage, fill_batch=False, mask_memory_mb=None):
     rule = IntensityRule(cfg.model)
     t0 = time.perf_counter()
     r = fill_volume_with_model(image, rule, cfg, move_batch_size=batch, seeds=seeds, ordered_seeds=True,
-                               progress=False, mask_storage=storage, fill_batch=fill_batch)
+                               progress=False, mask_storage=storage, fill_batch=fill_batch,
+                               mask_memory_mb=mask_memory_mb)
     wall = time.perf_counter() - t0
     return r, wall, rule.seconds
 
@@ -86,6 +87,7 @@ def main(argv=None) -> int:
     p.add_argument("--storage", nargs="+", default=["pool", "octree"], choices=["pool", "octree"])
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     p.add_argument("--fill-batch", action="store_true", help="[fill] fill_batch: keep the batch full")
+    p.add_argument("--mask-memory-mb", type=float, default=None, help="[fill] mask_memory_mb (default 1024)")
     p.add_argument("--guards", action="store_true",
                    help="keep the flood guards on (they cost per region, not per FOV; off by default here)")
     args = p.parse_args(argv)
@@ -113,7 +115,7 @@ def main(argv=None) -> int:
     run(image, cfg, args.batch, seeds[:4], args.storage[0])  # warm-up
     results = {}
     for storage in args.storage:
-        r, wall, rule_s = run(image, cfg, args.batch, seeds, storage, args.fill_batch)
+        r, wall, rule_s = run(image, cfg, args.batch, seeds, storage, args.fill_batch, args.mask_memory_mb)
         own = (wall - rule_s) / max(r.stats.moves, 1) * 1e3
         results[storage] = (r, own)
         print(f"{storage:>6}: {r.stats.moves} FOVs in {wall:.1f} s (rule {rule_s:.1f} s); fill's own work "
