@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
+import conftest
 import pytest
 
 from diluvian.claim import claim_result, claim_unclaimed
@@ -13,14 +15,7 @@ from diluvian.postprocessing import boundary_evidence, membrane_mask
 
 
 def cells_volume(shape=(10, 20, 40), walls=(13, 26), seed=0):
-    """Cells side by side along X, split by 2-voxel dark membranes at ``walls``; labels 0 on membranes."""
-    rng = np.random.default_rng(seed)
-    gt = np.zeros(shape, np.uint64)
-    edges = [0, *walls, shape[2]]
-    for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
-        gt[:, :, a + (2 if i else 0):b] = i + 1
-    image = np.where(gt > 0, 0.7, 0.1).astype(np.float32) + rng.normal(0, 0.03, shape).astype(np.float32)
-    return image, gt
+    return conftest.cells_volume(shape, walls, seed)
 
 
 def test_boundary_evidence_finds_the_membranes():
@@ -81,7 +76,7 @@ def test_background_label_other_than_zero():
 
 
 def test_claim_result_follows_the_config():
-    from diluvian.fill.dense import FillResult, FillState, FillStats
+    from diluvian.fill.state import FillResult, FillState, FillStats
 
     image, gt = cells_volume(walls=(20,))
     labels = np.zeros_like(gt)

@@ -98,7 +98,7 @@ def test_lazy_image_takes_the_per_region_path_with_the_same_result(tmp_path):
 
 
 def test_fill_config_keys_and_keywords_override_in_that_order():
-    from diluvian.fill.dense import with_fill_options
+    from diluvian.fill.state import with_fill_options
 
     cfg = small_cfg()
     cfg = dataclasses.replace(cfg, fill=dataclasses.replace(cfg.fill, seed_generator="grid", max_moves=7))

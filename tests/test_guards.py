@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+
+import conftest
 import pytest
 
 from diluvian.config import Config, ModelConfig, PostprocessingConfig
@@ -13,14 +15,7 @@ SHAPE = (10, 12, 40)
 
 
 def cells_volume(shape=SHAPE, walls=(10, 20, 30), seed=0):
-    """Cells side by side along X, split by 2-voxel dark membranes; ground truth 0 on membranes."""
-    rng = np.random.default_rng(seed)
-    gt = np.zeros(shape, np.uint64)
-    edges = [0, *walls, shape[2]]
-    for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
-        gt[:, :, a + (2 if i else 0):b] = i + 1
-    image = np.where(gt > 0, 0.7, 0.1).astype(np.float32) + rng.normal(0, 0.03, shape).astype(np.float32)
-    return image, gt
+    return conftest.cells_volume(shape, walls, seed)
 
 
 def cfg(guard_interval=4, **pp) -> Config:

@@ -110,7 +110,6 @@ def apply(pool, slots, origins, centers, outputs, rows, box_shape, output_radius
     (NaN when every voxel is NaN, -inf when the slab lies outside the box);
     ``written[n]`` is the written box ``(z0, y0, x0, z1, y1, x1)`` in box coordinates.
     """
-    fz, fy, fx = outputs.shape[1], outputs.shape[2], outputs.shape[3]
     wz, wy, wx = pool.shape[1], pool.shape[2], pool.shape[3]
     for n in range(slots.shape[0]):
         s = slots[n]

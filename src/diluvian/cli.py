@@ -375,7 +375,7 @@ _FILL_FLAGS = ("move_batch_size", "max_moves", "remask_interval", "bias", "seed_
 
 def _with_fill_flags(cfg, args: argparse.Namespace):
     """``cfg`` with the ``[fill]`` keys that the command's flags set."""
-    from .fill.dense import with_fill_options
+    from .fill.state import with_fill_options
 
     return with_fill_options(cfg, **{k: getattr(args, k, None) for k in _FILL_FLAGS})
 

@@ -12,8 +12,9 @@ generate_subvolume_bounds
     Random subvolume bounds for sparse fills (``gen-subv-bounds``).
 """
 
-from .dense import (DenseFiller, FillResult, FillState, FillStats, LazyImage, fill_box, fill_options,
-                    fill_volume_with_model, with_fill_options)
+from .box import fill_box, fill_volume_with_model
+from .dense import DenseFiller, LazyImage
+from .state import FillResult, FillState, FillStats, fill_options, with_fill_options
 from ..stepper import RegionStepper, fill_regions
 from .output import Checkpointer, load_resume, write_segmentation
 from ..predict import TorchPredictor, default_move_batch_size, make_predictor

@@ -53,7 +53,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..config import Config, config_to_dict
-from ..errors import ConfigError, DataError, DatasetNotFoundError, DiluvianError
+from ..errors import ConfigError, DataError, DatasetNotFoundError
 from ..util import atomic_path, check_writable_dir, fmt_list
 
 log = logging.getLogger(__name__)
@@ -294,7 +294,7 @@ def _fill_one_block(volume: Any, model: Any, cfg: Config, block: Block,
     border), from the seeds of the whole read box: an object whose seeds all lie
     in a neighbour's write box is still filled where it reaches into this one.
     """
-    from .dense import fill_box
+    from .box import fill_box
 
     start, stop = np.asarray(block.read_start), np.asarray(block.read_stop)
     rng = np.random.default_rng([int(cfg.random_seed), int(block.index)])
@@ -508,7 +508,7 @@ def _manifest(source: VolumeSource, shape: Sequence[int], resolution: Sequence[f
               options: dict, block_shape: Sequence[int], margin: Sequence[int], fraction: float,
               n_blocks: int) -> dict:
     """What determines the output: a rerun against a store with another manifest is refused."""
-    from .dense import fill_options, with_fill_options
+    from .state import fill_options, with_fill_options
 
     # only what changes the segmentation: the fill's result options (not its batch size,
     # device or checkpoint timing), the working resolution and the network

@@ -30,7 +30,7 @@ import numpy as np
 from ..config import toml_dumps
 from ..errors import DataError, DatasetNotFoundError
 from ..util import atomic_hdf5, atomic_path, check_writable_dir
-from .dense import FillState
+from .state import FillState
 
 log = logging.getLogger(__name__)
 

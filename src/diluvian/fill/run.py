@@ -21,7 +21,8 @@ from ..config import Config, FillConfig
 from ..errors import ConfigError, DataError
 from ..network import model_run_config
 from ..util import check_writable_dir, fmt_list
-from .dense import FillResult, _option_differences, fill_options, fill_volume_with_model, with_fill_options
+from .box import fill_volume_with_model
+from .state import FillResult, fill_options, option_differences, with_fill_options
 from .output import Checkpointer, load_resume, write_segmentation
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ def fill_volumes_to_files(
                                 f"volume {name!r} of shape {shape.tolist()}")
             if state is not None and state.volume != name:
                 raise DataError(f"resume file {path}: checkpoint of volume {state.volume!r}, not {name!r}")
-            differ = _option_differences(state.options, options) if state is not None else []
+            differ = option_differences(state.options, options) if state is not None else []
             if differ:
                 raise DataError(f"resume file {path}: the config changes the checkpoint's fill options: "
                                 f"{'; '.join(differ)}; resume with the config the fill started with")
@@ -174,7 +175,7 @@ def fill_volumes_to_files(
 
 
 def _check_mask(volume: Any, name: str) -> None:
-    from .dense import _volume_mask
+    from .box import _volume_mask
 
     shape = tuple(np.asarray(volume.shape)[-3:])
     mask = _volume_mask(volume, np.zeros(3, dtype=np.int64), np.asarray(shape))
