@@ -1,5 +1,7 @@
 """Command line interface: argument parsing only.
 
+(Over 600 lines: one parser and one thin ``_cmd_*`` function per subcommand, eleven of them.)
+
 Each subcommand's work is one library function; ``main`` maps
 :class:`~diluvian.errors.DiluvianError` to one line on stderr and exit code 2
 (with the traceback only under ``-l DEBUG``). Heavy modules (torch, h5py) are

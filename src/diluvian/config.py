@@ -1,5 +1,8 @@
 """Configuration: one frozen dataclass per TOML section.
 
+(Over 600 lines: it is the schema, one dataclass per section with its checks, and the loader
+that checks TOML against it; kept in one file so that the schema reads as one document.)
+
 The defaults written here are the single source of truth; the shipped
 ``conf/default.toml`` is a dump of them (a test proves the two agree).
 

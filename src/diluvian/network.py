@@ -1,5 +1,9 @@
 """Flood-filling networks in PyTorch, and diluvian model files.
 
+(Over 600 lines: the architectures and the model files that rebuild them share the config
+checks. The seam is there, between building and files; it is not split yet because most of the
+package and its tests import both from here.)
+
 Every network built here has the same interface::
 
     logits = net(image, mask)

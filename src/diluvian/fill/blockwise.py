@@ -1,5 +1,8 @@
 """Blockwise dense fill of volumes larger than one machine, on Dask distributed.
 
+(Over 600 lines: tiling, the Dask tasks, reconciliation and the zarr output are one pipeline
+whose resume rules (manifest, done files) tie them together.)
+
 The volume is cut into blocks: a *write box* (the block's share of the output)
 plus a context margin of half an FOV and some moves on every side (the *read
 box*). Each block is filled as a volume of its own by one task
