@@ -32,7 +32,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from .errors import DataError
 from .postprocessing import FACE_CONNECTIVITY, boundary_evidence, membrane_mask
+from .util import fmt_list
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +105,8 @@ def claim_unclaimed(
 
     labels = np.asarray(labels)
     if labels.shape != np.shape(image):
-        raise ValueError(f"labels of shape {list(labels.shape)} and image of shape {list(np.shape(image))} differ")
+        raise DataError(f"labels of shape {fmt_list(labels.shape)} and image of shape {fmt_list(np.shape(image))} "
+                        "differ")
     landscape = boundary_evidence(image, sigma)
     walls = membrane_mask(landscape, membrane_fraction)
     # watershed markers: the existing labels renumbered 1..n, 0 for unclaimed

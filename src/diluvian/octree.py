@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from .geometry import index_box
+from .errors import DataError
 from .util import fmt_list
 
 __all__ = ["OctreeVolume", "parse_index"]
@@ -93,17 +94,17 @@ class OctreeVolume:
                  populator: Populator | None = None, fill_value: Any = 0) -> None:
         leaf = np.asarray(leaf_shape, dtype=np.int64).reshape(-1)
         if leaf.shape != (3,) or (leaf < 1).any():
-            raise ValueError(f"leaf_shape: expected 3 positive ints, got {fmt_list(np.ravel(leaf_shape))}")
+            raise DataError(f"leaf_shape: expected 3 positive ints, got {fmt_list(np.ravel(leaf_shape))}")
         if len(bounds) != 2:
-            raise ValueError(f"bounds: expected (start, stop), got {fmt_list(bounds)}")
+            raise DataError(f"bounds: expected (start, stop), got {fmt_list(bounds)}")
         start, stop = (np.asarray(b, dtype=np.int64).reshape(-1) for b in bounds)
         if start.shape != (3,) or stop.shape != (3,) or (stop <= start).any():
-            raise ValueError(f"bounds: expected a non-empty 3D box (start, stop), got {start.tolist()}, {stop.tolist()}")
+            raise DataError(f"bounds: expected a non-empty 3D box (start, stop), got {start.tolist()}, {stop.tolist()}")
         self.dtype = np.dtype(dtype)
         try:
             self._default = self.dtype.type(fill_value)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"fill_value {fill_value!r} does not fit dtype {self.dtype}: {e}") from None
+            raise DataError(f"fill_value {fill_value!r} does not fit dtype {self.dtype}: {e}") from None
         self.leaf_shape: tuple[int, int, int] = tuple(int(v) for v in leaf)  # type: ignore[assignment]
         self.bounds: tuple[NDArray[np.int64], NDArray[np.int64]] = (start, stop)
         self.shape: tuple[int, int, int] = tuple(int(v) for v in stop - start)  # type: ignore[assignment]
@@ -171,7 +172,7 @@ class OctreeVolume:
         data = np.asarray(self.populator(box_start, box_stop))  # type: ignore[misc]
         shape = tuple(b - a for a, b in zip(lo, hi))
         if data.shape != shape:
-            raise ValueError(f"populator returned shape {list(data.shape)} for the box "
+            raise DataError(f"populator returned shape {list(data.shape)} for the box "
                              f"{box_start.tolist()}-{box_stop.tolist()}, expected {fmt_list(shape)}")
         first = data.flat[0]
         if np.all(data == first) or (first != first and np.isnan(data).all()):
@@ -257,7 +258,7 @@ class OctreeVolume:
             try:
                 arr = np.broadcast_to(arr, tuple(shape[a] for a in kept)).reshape(shape)
             except ValueError:
-                raise ValueError(f"cannot assign an array of shape {list(np.shape(value))} to a box of shape "
+                raise DataError(f"cannot assign an array of shape {list(np.shape(value))} to a box of shape "
                                  f"{fmt_list([shape[a] for a in kept])}") from None
         if not all(shape):
             return

@@ -152,7 +152,8 @@ def get_subvolume(volume: Volume, bounds: SubvolumeBounds, label_downsampling: s
         Bounds without start and stop, or a box outside the volume.
     """
     if bounds.start is None or bounds.stop is None:
-        raise DataError(f"volume {volume.name!r}: subvolume bounds need start and stop, got {bounds}")
+        raise DataError(f"volume {volume.name!r}: subvolume bounds need start and stop, got "
+                        f"start={fmt_list(bounds.start)}, stop={fmt_list(bounds.stop)}")
     box = Box(bounds.start, bounds.stop)
     margin = np.asarray(bounds.label_margin, dtype=np.int64)
     image = volume.get_image(box.start, box.stop) if volume.image is not None else None
