@@ -13,8 +13,9 @@ evidence, independently of the model:
   neuron is (nearly) all seed piece; a body that crossed membranes has most of its
   voxels beyond them. The leak fraction is the share of the body outside the seed
   piece (:func:`leak_fraction`).
-* **Stop** (:meth:`FloodGuard.stop`, the fill's stop callback): every ``guard_interval``
-  moves, a region whose leak fraction exceeds ``guard_max_leak`` stops.
+* **Stop** (:meth:`FloodGuard.stop`, the fill's stop callback): after ``guard_interval``
+  moves, and then each time the region has grown by a quarter, a region whose leak
+  fraction exceeds ``guard_max_leak`` stops.
 * **Trim** (:meth:`FloodGuard.accept`, where a body is committed): such a body is cut
   back to its seed piece; the rest stays unclaimed for later seeds.
 
@@ -129,9 +130,18 @@ class FloodGuard:
         return leak_fraction(body, piece) > self.max_leak, piece
 
     def stop(self, region: Any) -> bool:
-        """Stop callback: True when the region's body has leaked (checked every ``interval`` moves)."""
-        if region.moves % self.interval:
+        """Stop callback: True when the region's body has leaked.
+
+        Checked after ``interval`` moves, then whenever the region has made another
+        ``interval`` moves and grown by a quarter since the last check: a check costs
+        as much as the region is large, so checking every ``interval`` moves would cost a
+        large region time quadratic in its size. The schedule depends on the region's
+        move count only, so the fill stays deterministic.
+        """
+        moves = region.moves
+        if moves % self.interval or moves < getattr(region, "_guard_next", 0):
             return False
+        region._guard_next = max(moves + self.interval, -(-(moves * 5 // 4) // self.interval) * self.interval)
         body = region.to_body(self.t_final, self.closing_shape)
         if body is None:
             return False
