@@ -70,7 +70,7 @@ def dense_masks(shape):
 
 
 def sequential_reference(image, predict, cfg, seeds, *, bias=True, background=0, max_moves=None):
-    """The original algorithm, one object at a time (Region.fill with batches of one move)."""
+    """The original algorithm, one object at a time (fill_region_with_model, one move per forward pass)."""
     labels = np.full(image.shape, background, np.uint64)
     conflicts = np.zeros(image.shape, np.uint32)
     label = 1
