@@ -68,7 +68,7 @@ class WindowMask:
         self.slot = slot
         self.origin = origin
         self.end = origin + np.asarray(pool.window, dtype=np.int64)
-        self.data: NDArray[np.float32] | None = pool.slots[slot]
+        self.data: NDArray[np.float32] | None = pool.data[slot]
         self.sparse: Any = None
         # box written so far, in window coordinates (empty: lo > hi)
         self.written_lo = np.asarray(pool.window, dtype=np.int64)
@@ -119,10 +119,6 @@ class WindowMask:
                 return
             self._spill()
         self.sparse[key] = value
-
-    def holds(self, lo: NDArray[np.int64], hi: NDArray[np.int64]) -> bool:
-        """Whether the box ``[lo, hi)`` (box coordinates) lies inside the window (and it did not spill)."""
-        return self.sparse is None and bool((lo >= self.origin).all() and (hi <= self.end).all())
 
     def note_written(self, lo: NDArray[np.int64], hi: NDArray[np.int64]) -> None:
         """Record a write into ``[lo, hi)`` (box coordinates) made directly in :attr:`data`."""
@@ -183,11 +179,9 @@ class MaskPool:
         self.window = tuple(int(min(w, b)) for w, b in zip(window_shape, self.box_shape))
         self.leaf_shape = tuple(int(s) for s in leaf_shape)
         self.data = np.empty((int(capacity), *self.window), dtype=np.float32)
-        self.slots = self.data  # WindowMask reads its window as slots[slot]
         self._free: list[int] = []
         self._unused = 0  # windows [self._unused, capacity) were never touched
         self.spills = 0
-        self.acquired = 0
         self.overflow = 0
 
     def acquire(self, seed: Sequence[int]) -> Any:
@@ -206,9 +200,4 @@ class MaskPool:
             return sparse_mask(self.box_shape, self.leaf_shape)
         win = np.asarray(self.window, dtype=np.int64)
         origin = np.clip(np.asarray(seed, dtype=np.int64) - win // 2, 0, np.asarray(self.box_shape) - win)
-        self.acquired += 1
         return WindowMask(self, slot, origin)
-
-    @property
-    def nbytes_used(self) -> int:
-        return self._unused * int(np.prod(self.window)) * 4

@@ -296,6 +296,7 @@ def fill_volume_with_model(
 
     if lanes is None:
         lanes = 2 if getattr(predictor, "asynchronous", False) else 1
+    pool = None
     if mask_factory is None:
         # leaves at least as large as an update box, so one touches at most 8 leaves
         leaf = tuple(int(max(4 * s, i + 1)) for s, i in zip(cfg.model.move_step, cfg.model.input_fov_shape))
@@ -305,7 +306,8 @@ def fill_volume_with_model(
         else:
             in_flight = (move_batch_size // moves_per_step) * lanes + 8  # + parked regions, roughly
             window = window_shape_for(shape, cfg.model.input_fov_shape, in_flight, int(fc.mask_memory_mb * 2**20))
-            mask_factory = MaskPool(shape, window, in_flight, leaf).acquire
+            pool = MaskPool(shape, window, in_flight, leaf)
+            mask_factory = pool.acquire
             log.debug("%s: mask windows of %s voxels for up to %d regions in flight", name, list(window), in_flight)
 
     filler = DenseFiller(image, cfg, predictor, labels, conflicts, state, move_batch_size=move_batch_size,
@@ -316,6 +318,10 @@ def fill_volume_with_model(
     filler.run()
     stats.seconds = seconds_before + (time.perf_counter() - t_start)
     log.info("%s: %s", name, stats.summary())
+    if pool is not None:
+        log.info("%s: mask windows of %s voxels: %d regions outgrew theirs, %d found none free (block-sparse "
+                 "masks are slower; [fill] mask_memory_mb gives larger windows)", name, fmt_list(pool.window),
+                 pool.spills, pool.overflow)
     return FillResult(labels=labels, conflict_count=conflicts, stats=stats, state=filler.current_state())
 
 
