@@ -54,6 +54,23 @@ def test_window_mask_reads_nan_outside_and_spills_on_outside_writes():
     assert np.isnan(again[0:8, 0:8, 0:8]).all()
 
 
+def test_windows_are_nan_initialised_lazily_and_reset_where_written():
+    pool = MaskPool((40, 40, 40), (20, 20, 20), capacity=1, leaf_shape=(4, 4, 4))
+    pool.data[:] = 123.0  # stale memory: nothing of it may show through
+    m = pool.acquire((20, 20, 20))
+    m[19:21, 19:21, 19:21] = 0.7
+    assert pool._ready[0] == [9, 0, 0, 11, 20, 20]  # only the planes used are initialised
+    assert np.isnan(pool.data[0, :9]).sum() == 0
+    assert np.isnan(m[10:30, 10:30, 10:30]).sum() == 20 ** 3 - 8  # grows plane by plane
+    assert pool._ready[0] == [0, 0, 0, 20, 20, 20]
+    m.prepare((25, 25, 25), (35, 35, 35))  # partly outside the window: the inside part
+    m.release()
+    again = pool.acquire((5, 30, 12))  # another origin, same window
+    assert np.isnan(again[0:40, 0:40, 0:40]).sum() == 40 ** 3  # NaN everywhere, window or not
+    again.prepare((0, 0, 0), (40, 40, 40))
+    assert np.isnan(pool.data[0]).all()
+
+
 def test_window_shape_fits_the_memory_budget():
     assert window_shape_for((10, 20, 30), (5, 5, 5), 4, 10**6) == (10, 20, 30)
     win = window_shape_for((200, 400, 400), (17, 17, 17), 32, 256 * 2**20)

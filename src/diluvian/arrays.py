@@ -10,6 +10,9 @@ array with basic indices (slices without steps, ints, ``...``; see
 * :class:`ChunkCachedImage`: a box of a volume's image, fetched by chunk and
   kept in an LRU cache (what a fill reads its image through).
 
+And :func:`large_empty`, an uninitialised array on transparent huge pages (the
+fill's mask pool and batch buffers).
+
 Imports nothing from the package but :mod:`diluvian.geometry`.
 """
 
@@ -180,3 +183,26 @@ class ChunkCachedImage(LazyArray):
                     out[a[0] - lo[0]:b[0] - lo[0], a[1] - lo[1]:b[1] - lo[1], a[2] - lo[2]:b[2] - lo[2]] = \
                         arr[a[0] - base[0]:b[0] - base[0], a[1] - base[1]:b[1] - base[1], a[2] - base[2]:b[2] - base[2]]
         return out
+
+
+def large_empty(shape: Sequence[int], dtype: Any = np.float32) -> np.ndarray:
+    """An uninitialised array whose memory the kernel may back with 2 MiB pages (Linux).
+
+    Large arrays that are read FOV by FOV (the fill's mask windows and batch rows)
+    cost fewer TLB misses and page faults on huge pages: a first touch of fresh
+    memory runs several times faster. The memory is anonymous and private, freed
+    with the array; where ``madvise`` is not available this is ``np.empty``.
+    """
+    import mmap
+
+    shape = tuple(int(s) for s in shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    if advice is None or nbytes < (4 << 20):
+        return np.empty(shape, dtype=dtype)
+    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        buf.madvise(advice)
+    except OSError:  # huge pages switched off: plain pages
+        pass
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)

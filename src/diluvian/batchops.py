@@ -41,63 +41,74 @@ def gather(image, pool, slots, origins, starts, v_false, out_image, out_mask):  
     nz, ny, nx = image.shape
     wz, wy, wx = pool.shape[1], pool.shape[2], pool.shape[3]
     fz, fy, fx = out_image.shape[1], out_image.shape[2], out_image.shape[3]
-    zi = np.empty(fz, np.int64)
-    yi = np.empty(fy, np.int64)
     xi = np.empty(fx, np.int64)
-    mxi = np.empty(fx, np.int64)
     for n in range(slots.shape[0]):
         s = slots[n]
         oz, oy, ox = origins[n, 0], origins[n, 1], origins[n, 2]
-        for i in range(fz):
-            zi[i] = _reflect(starts[n, 0] + i, nz)
-        for j in range(fy):
-            yi[j] = _reflect(starts[n, 1] + j, ny)
-        for k in range(fx):
-            xi[k] = _reflect(starts[n, 2] + k, nx)
-            mxi[k] = xi[k] - ox
-        x0 = starts[n, 2]
-        plain = x0 >= 0 and x0 + fx <= nx  # no reflection along x: contiguous rows
-        for i in range(fz):
-            z = zi[i]
-            mz = z - oz
-            for j in range(fy):
-                y = yi[j]
-                my = y - oy
-                src = image[z, y]
-                dst = out_image[n, i, j]
-                mdst = out_mask[n, i, j]
-                if plain:
-                    srow = src[x0:x0 + fx]  # a slice: the loop vectorises
+        z0, y0, x0 = starts[n, 0], starts[n, 1], starts[n, 2]
+        mz0, my0, mx0 = z0 - oz, y0 - oy, x0 - ox
+        if (z0 >= 0 and y0 >= 0 and x0 >= 0 and z0 + fz <= nz and y0 + fy <= ny and x0 + fx <= nx
+                and mz0 >= 0 and my0 >= 0 and mx0 >= 0 and mz0 + fz <= wz and my0 + fy <= wy and mx0 + fx <= wx):
+            # the common case: inside the box and the window, plain row copies (vectorised)
+            for i in range(fz):
+                for j in range(fy):
+                    srow = image[z0 + i, y0 + j, x0:x0 + fx]
+                    dst = out_image[n, i, j]
                     for k in range(fx):
                         dst[k] = srow[k]
-                else:
+                    prow = pool[s, mz0 + i, my0 + j, mx0:mx0 + fx]
+                    mdst = out_mask[n, i, j]
                     for k in range(fx):
-                        dst[k] = src[xi[k]]
-                if 0 <= mz < wz and 0 <= my < wy:
-                    prow = pool[s, mz, my]
-                    if plain:
-                        # the FOV's x range is contiguous: the part inside the window is one slice
-                        m0 = x0 - ox
-                        k0 = max(0, -m0)
-                        k1 = min(fx, wx - m0)
-                        for k in range(0, min(k0, fx)):
+                        p = prow[k]
+                        mdst[k] = p if p == p else v_false
+            continue
+        # near the box border (reflected) or the window's edge (unknown = v_false); plain scalars
+        # only in the loops: the compiler reloads array elements after every store
+        plain = x0 >= 0 and x0 + fx <= nx
+        m0 = x0 - ox
+        ka = min(max(0, -m0), fx)
+        kb = max(min(fx, wx - m0), ka)
+        for k in range(fx):
+            xi[k] = _reflect(x0 + k, nx)
+        for i in range(fz):
+            z = _reflect(z0 + i, nz)
+            mz = z - oz
+            for j in range(fy):
+                y = _reflect(y0 + j, ny)
+                my = y - oy
+                dst = out_image[n, i, j]
+                mdst = out_mask[n, i, j]
+                inwin = 0 <= mz < wz and 0 <= my < wy
+                if plain:
+                    srow = image[z, y, x0:x0 + fx]
+                    for k in range(fx):
+                        dst[k] = srow[k]
+                    if inwin:
+                        for k in range(ka):
                             mdst[k] = v_false
-                        if k1 > k0:
-                            mrow = prow[m0 + k0:m0 + k1]
-                            part = mdst[k0:k1]
-                            for k in range(k1 - k0):
-                                p = mrow[k]
-                                part[k] = p if p == p else v_false
-                        for k in range(max(k1, k0), fx):
+                        mrow = pool[s, mz, my, m0 + ka:m0 + kb]
+                        seg = mdst[ka:kb]
+                        for k in range(kb - ka):
+                            p = mrow[k]
+                            seg[k] = p if p == p else v_false
+                        for k in range(kb, fx):
                             mdst[k] = v_false
                     else:
                         for k in range(fx):
-                            mx = mxi[k]
+                            mdst[k] = v_false
+                else:
+                    src = image[z, y]
+                    for k in range(fx):
+                        dst[k] = src[xi[k]]
+                    if inwin:
+                        prow = pool[s, mz, my]
+                        for k in range(fx):
+                            mx = xi[k] - ox
                             p = prow[mx] if 0 <= mx < wx else v_false
                             mdst[k] = p if p == p else v_false
-                else:
-                    for k in range(fx):
-                        mdst[k] = v_false
+                    else:
+                        for k in range(fx):
+                            mdst[k] = v_false
 
 
 @njit(cache=True, nogil=True)
@@ -111,6 +122,7 @@ def apply(pool, slots, origins, centers, outputs, rows, box_shape, output_radius
     ``written[n]`` is the written box ``(z0, y0, x0, z1, y1, x1)`` in box coordinates.
     """
     wz, wy, wx = pool.shape[1], pool.shape[2], pool.shape[3]
+    tmp = np.empty(outputs.shape[3], np.float32)
     for n in range(slots.shape[0]):
         s = slots[n]
         o = origins[n]
@@ -124,21 +136,30 @@ def apply(pool, slots, origins, centers, outputs, rows, box_shape, output_radius
             hi[a] = min(o_start[a] + outputs.shape[a + 1], box_shape[a])
             written[n, a] = lo[a]
             written[n, a + 3] = hi[a]
-        oz0, oy0, ox0 = o_start[0], o_start[1], o_start[2]
+        # plain scalars from here on: the compiler cannot keep array elements in registers
+        # across the stores into the pool (they might alias)
         r = rows[n]
-        for z in range(lo[0], hi[0]):
-            for y in range(lo[1], hi[1]):
-                out_row = outputs[r, z - oz0, y - oy0, lo[2] - ox0:hi[2] - ox0]
-                prow = pool[s, z - o[0], y - o[1], lo[2] - o[2]:hi[2] - o[2]]
+        z_a, z_b, y_a, y_b, x_a, x_b = lo[0], hi[0], lo[1], hi[1], lo[2], hi[2]
+        dz, dy, dx = o_start[0], o_start[1], o_start[2]
+        pz, py, px = o[0], o[1], o[2]
+        w = x_b - x_a
+        for z in range(z_a, z_b):
+            for y in range(y_a, y_b):
+                out_row = outputs[r, z - dz, y - dy, x_a - dx:x_b - dx]
+                prow = pool[s, z - pz, y - py, x_a - px:x_b - px]
                 if bias:
-                    for k in range(out_row.shape[0]):
+                    # into a scratch row, then copied: a select that reads and writes the same row
+                    # does not vectorise (masked stores)
+                    for k in range(w):
                         src = out_row[k]
                         cur = prow[k]
                         # unknown (NaN) or > 0.5: take the prediction; otherwise it may only decrease
-                        take = (cur > 0.5) | (cur != cur) | (src < cur)  # no branches: vectorises
-                        prow[k] = src if take else cur
+                        keep = (cur <= 0.5) & (src >= cur)
+                        tmp[k] = cur if keep else src
+                    for k in range(w):
+                        prow[k] = tmp[k]
                 else:
-                    for k in range(out_row.shape[0]):
+                    for k in range(w):
                         prow[k] = out_row[k]
         # face slabs: centre +- step on the other axes, (centre + d * step) +- t along the axis
         for axis in range(3):
@@ -160,15 +181,21 @@ def apply(pool, slots, origins, centers, outputs, rows, box_shape, output_radius
                 if empty:
                     faces[n, 2 * axis + d] = -np.inf
                     continue
-                best = np.nan
-                for z in range(s_lo[0], s_hi[0]):
-                    mz = z - o[0]
-                    for y in range(s_lo[1], s_hi[1]):
-                        my = y - o[1]
-                        for x in range(s_lo[2], s_hi[2]):
-                            mx = x - o[2]
-                            if 0 <= mz < wz and 0 <= my < wy and 0 <= mx < wx:
-                                v = pool[s, mz, my, mx]
-                                if v == v and not (best >= v):
+                # the slab's part inside the window (NaN elsewhere, which a maximum skips)
+                z_lo, z_hi = max(s_lo[0] - pz, 0), min(s_hi[0] - pz, wz)
+                y_lo, y_hi = max(s_lo[1] - py, 0), min(s_hi[1] - py, wy)
+                x_lo, x_hi = max(s_lo[2] - px, 0), min(s_hi[2] - px, wx)
+                best = -np.inf
+                seen = False
+                for mz in range(z_lo, z_hi):
+                    for my in range(y_lo, y_hi):
+                        prow = pool[s, mz, my]
+                        for mx in range(x_lo, x_hi):
+                            v = prow[mx]
+                            if v == v:
+                                seen = True
+                                if v > best:
                                     best = v
+                if not seen:
+                    best = np.nan
                 faces[n, 2 * axis + d] = best

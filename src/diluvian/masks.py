@@ -14,6 +14,12 @@ whole box (NaN = not predicted yet). Two storages give them the array API that
 A window that a region outgrows *spills*: its written part is copied into a
 block-sparse mask, which serves the rest of that region's fill. Both hold the
 same values, so the segmentation does not depend on the storage (tested).
+
+Windows are NaN-initialised lazily: each keeps the z-planes of it known to be
+NaN (or written by its region) and grows them before a read or write reaches
+beyond them (:meth:`WindowMask.prepare`). A small object touches a small part of
+its window, and a window reused by the next region is reset only where it was
+written.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from typing import Any, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
+
+from .arrays import large_empty
 
 __all__ = ["MaskPool", "WindowMask", "sparse_mask", "window_shape_for"]
 
@@ -59,7 +67,8 @@ class WindowMask:
     block-sparse storage for the rest of its life.
     """
 
-    __slots__ = ("pool", "shape", "dtype", "origin", "end", "data", "sparse", "written_lo", "written_hi", "slot")
+    __slots__ = ("pool", "shape", "dtype", "origin", "end", "data", "sparse", "written_lo", "written_hi", "slot",
+                 "_o", "_ready")
 
     def __init__(self, pool: "MaskPool", slot: int, origin: NDArray[np.int64]) -> None:
         self.pool = pool
@@ -73,6 +82,23 @@ class WindowMask:
         # box written so far, in window coordinates (empty: lo > hi)
         self.written_lo = np.asarray(pool.window, dtype=np.int64)
         self.written_hi = np.zeros(3, dtype=np.int64)
+        self._o = tuple(int(v) for v in origin)
+        self._ready = pool._ready[slot]  # the window's NaN-or-written box (z0, y0, x0, z1, y1, x1), shared
+
+    def prepare(self, lo: Sequence[int], hi: Sequence[int]) -> None:
+        """Make the window's part of the box ``[lo, hi)`` (box coordinates) valid to read and write.
+
+        Voxels of the window not initialised yet become NaN; nothing else changes.
+        """
+        if self.data is None:
+            return
+        o, w, r = self._o, self.pool.window, self._ready
+        a0, a1, a2 = max(int(lo[0]) - o[0], 0), max(int(lo[1]) - o[1], 0), max(int(lo[2]) - o[2], 0)
+        b0, b1, b2 = min(int(hi[0]) - o[0], w[0]), min(int(hi[1]) - o[1], w[1]), min(int(hi[2]) - o[2], w[2])
+        if (a0 >= r[0] and a1 >= r[1] and a2 >= r[2] and b0 <= r[3] and b1 <= r[4] and b2 <= r[5]) \
+                or a0 >= b0 or a1 >= b1 or a2 >= b2:
+            return
+        self.pool._grow(self.slot, (a0, a1, a2), (b0, b1, b2))
 
     @property
     def spilled(self) -> bool:
@@ -92,9 +118,11 @@ class WindowMask:
         loc = self._local(key)
         if loc is not None:
             a0, b0, a1, b1, a2, b2 = loc
+            self._ensure(a0, a1, a2, b0, b1, b2)
             return self.data[a0:b0, a1:b1, a2:b2]  # type: ignore[index]
         lo = np.array([k.start for k in key], dtype=np.int64)
         hi = np.array([k.stop for k in key], dtype=np.int64)
+        self.prepare(lo, hi)
         out = np.full(tuple(hi - lo), np.nan, dtype=np.float32)
         a = np.maximum(lo, self.origin)
         b = np.minimum(hi, self.end)
@@ -108,6 +136,7 @@ class WindowMask:
             loc = self._local(key)
             if loc is not None:
                 a0, b0, a1, b1, a2, b2 = loc
+                self._ensure(a0, a1, a2, b0, b1, b2)
                 self.data[a0:b0, a1:b1, a2:b2] = value  # type: ignore[index]
                 wl, wh = self.written_lo, self.written_hi
                 if a0 < wl[0]: wl[0] = a0  # noqa: E701 - hot path, plain compares
@@ -119,6 +148,13 @@ class WindowMask:
                 return
             self._spill()
         self.sparse[key] = value
+
+    def _ensure(self, a0: int, a1: int, a2: int, b0: int, b1: int, b2: int) -> None:
+        """:meth:`prepare` for a box in window coordinates that lies inside the window."""
+        r = self._ready
+        if not (a0 >= r[0] and a1 >= r[1] and a2 >= r[2] and b0 <= r[3] and b1 <= r[4] and b2 <= r[5]) \
+                and a0 < b0 and a1 < b1 and a2 < b2:
+            self.pool._grow(self.slot, (a0, a1, a2), (b0, b1, b2))
 
     def note_written(self, lo: NDArray[np.int64], hi: NDArray[np.int64]) -> None:
         """Record a write into ``[lo, hi)`` (box coordinates) made directly in :attr:`data`."""
@@ -165,8 +201,9 @@ class MaskPool:
     Attributes
     ----------
     data : ndarray of float32, shape (capacity, *window)
-        The windows. Allocated at once but touched (NaN-filled) only when a window is
-        first used, so its memory grows with the regions in flight.
+        The windows. Allocated at once (on huge pages where the system has them) but
+        NaN-filled only where their regions reach, so the memory in use follows the
+        objects in flight.
 
     Notes
     -----
@@ -178,9 +215,12 @@ class MaskPool:
         self.box_shape = tuple(int(s) for s in box_shape)
         self.window = tuple(int(min(w, b)) for w, b in zip(window_shape, self.box_shape))
         self.leaf_shape = tuple(int(s) for s in leaf_shape)
-        self.data = np.empty((int(capacity), *self.window), dtype=np.float32)
+        self.data = large_empty((int(capacity), *self.window), np.float32)
         self._free: list[int] = []
-        self._unused = 0  # windows [self._unused, capacity) were never touched
+        self._unused = 0  # windows [self._unused, capacity) were never used
+        # per window, the box (window coordinates, whole z-planes) that is NaN or written by its
+        # region; empty at first
+        self._ready = [[*self.window, 0, 0, 0] for _ in range(int(capacity))]
         self.spills = 0
         self.overflow = 0
 
@@ -194,10 +234,28 @@ class MaskPool:
         elif self._unused < len(self.data):
             slot = self._unused
             self._unused += 1
-            self.data[slot] = np.nan
         else:
             self.overflow += 1
             return sparse_mask(self.box_shape, self.leaf_shape)
         win = np.asarray(self.window, dtype=np.int64)
         origin = np.clip(np.asarray(seed, dtype=np.int64) - win // 2, 0, np.asarray(self.box_shape) - win)
         return WindowMask(self, slot, origin)
+
+    def _grow(self, slot: int, lo: Sequence[int], hi: Sequence[int]) -> None:
+        """NaN-fill window ``slot`` so that its ready box covers ``[lo, hi)`` (window coordinates).
+
+        The ready box grows by whole z-planes of the window: each fill is one contiguous
+        run of memory, and a region that stays in a few planes touches only those.
+        """
+        r = self._ready[slot]
+        win = self.data[slot]
+        if r[0] >= r[3]:  # nothing ready yet
+            win[lo[0]:hi[0]] = np.nan
+            r[:] = [lo[0], 0, 0, hi[0], *self.window[1:]]
+            return
+        if lo[0] < r[0]:
+            win[lo[0]:r[0]] = np.nan
+            r[0] = lo[0]
+        if hi[0] > r[3]:
+            win[r[3]:hi[0]] = np.nan
+            r[3] = hi[0]

@@ -181,6 +181,8 @@ class Region:
         self.check_t = model_cfg.move_check_thickness - 1
         # union of the output FOV and the move-check cube, read once per update
         self.update_radius = np.maximum(self.output_radius, self.move_step + self.check_t)
+        # what one step reads or writes around its centre (input FOV, output, move checks)
+        self.reach = tuple(int(v) for v in np.maximum(self.input_radius, self.update_radius))
 
         if block_padding is None:
             lo = -((self.offset - self.input_radius) // self.move_step)  # ceil((r - offset) / step)

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .arrays import large_empty
 from .errors import DataError
 from .masks import MaskPool, WindowMask
 from .region import Block, Region
@@ -51,8 +52,8 @@ class BatchBuffer:
     def __init__(self, rows: int, fov_shape: Sequence[int], image: np.ndarray | None = None,
                  pool: MaskPool | None = None, v_false: float = 0.05) -> None:
         shape = (int(rows), *(int(s) for s in fov_shape))
-        self.images = np.empty(shape, dtype=np.float32)
-        self.masks = np.empty(shape, dtype=np.float32)
+        self.images = large_empty(shape, np.float32)
+        self.masks = large_empty(shape, np.float32)
         self.n = 0
         self.image = image if isinstance(image, np.ndarray) and image.dtype == np.float32 else None
         self.pool = pool if self.image is not None else None
@@ -79,6 +80,9 @@ class BatchBuffer:
             if move is None:
                 return None
             pos, center = move
+            c, reach = center.tolist(), region.reach
+            region.mask.prepare((c[0] - reach[0], c[1] - reach[1], c[2] - reach[2]),
+                                (c[0] + reach[0] + 1, c[1] + reach[1] + 1, c[2] + reach[2] + 1))
             self._rows.append(row)
             self._slots.append(region.mask.slot)
             self._origins.append(region.mask.origin)
