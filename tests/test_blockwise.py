@@ -16,12 +16,14 @@ import pytest
 from diluvian.config import Config, ModelConfig, PostprocessingConfig
 from diluvian.fill.blockwise import (
     ID_STRIDE,
+    Block,
     VolumeSource,
     blockwise_fill,
     dask_client,
     final_ids,
     match_overlap,
     plan_blocks,
+    seed_box,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -97,7 +99,43 @@ def serial_output(dataset):
     return result, read_output(d / "serial")
 
 
+@pytest.fixture(scope="module")
+def kept_fills(dataset):
+    """Serial blockwise fills of the dataset with their block files kept, by seed rule: seeds from the
+    write box only (0) and from the whole read box (the rule before); ``(result, output base)``."""
+    d, toml, _ = dataset
+    cfg = oracle_cfg()
+    out = {}
+    for rule in (0, "read box"):
+        base = d / f"kept_{rule}"
+        out[rule] = (blockwise_fill(VolumeSource((str(toml),), "v"), make_oracle(cfg.model), cfg, base,
+                                    block_shape=(32, 32, 32), progress=False, keep_blocks=True, seed_margin=rule),
+                     base)
+    return out
+
+
+def dataset_blocks(lab_shape):
+    """The blocks of the kept fills (blocks of 32³, margin 12)."""
+    from diluvian.fill.blockwise import block_margin, min_block_shape
+
+    cfg = oracle_cfg()
+    margin = block_margin(cfg, cfg.blockwise.margin_moves)
+    return plan_blocks(lab_shape, (32, 32, 32), margin, min_block_shape(cfg, margin))
+
+
+def write_slices(b, relative=True):
+    origin = b.read_start if relative else (0, 0, 0)
+    return tuple(slice(w - o, e - o) for w, e, o in zip(b.write_start, b.write_stop, origin))
+
+
 # --------------------------------------------------------------------------- geometry and reconciliation
+
+
+def test_seed_box_is_the_write_box_grown_and_clipped_to_the_read_box():
+    b = Block(1, (0, 0, 1), (0, 0, 32), (24, 32, 64), (0, 0, 20), (24, 44, 64))
+    assert [v.tolist() for v in seed_box(b, None)] == [[0, 0, 0], [24, 44, 44]]
+    assert [v.tolist() for v in seed_box(b, (0, 0, 0))] == [[0, 0, 12], [24, 32, 44]]  # the write box
+    assert [v.tolist() for v in seed_box(b, (4, 4, 4))] == [[0, 0, 8], [24, 36, 44]]
 
 
 def test_blocks_tile_the_volume_and_a_small_remainder_joins_its_neighbour():
@@ -230,7 +268,10 @@ def test_kill_9_then_rerun_skips_finished_blocks_and_gives_the_same_output(datas
             time.sleep(0.05)
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # it ended by itself: the assertion above says how
+            pass
         proc.wait()
     done = len(list(blocks_dir.glob("[0-9]*.npz")))
     assert 1 <= done < 4
@@ -243,6 +284,61 @@ def test_kill_9_then_rerun_skips_finished_blocks_and_gives_the_same_output(datas
     again = blockwise_fill(VolumeSource((str(toml),), "v"), make_oracle(cfg.model), cfg, out,
                            block_shape=(32, 32, 32), progress=False)
     assert again.filled == 0 and again.objects == result.objects
+
+
+def test_seeds_from_the_write_box_only_fill_no_object_that_lies_wholly_in_a_margin(dataset, kept_fills):
+    from diluvian.fill.blockwise import _load_block
+
+    _, _, lab = dataset
+    blocks = dataset_blocks(lab.shape)
+
+    def margin_only(base):
+        """Objects of the block files that have no voxel in their block's write box."""
+        n = 0
+        for b in blocks:
+            labels = _load_block(str(base) + ".blockwise", b.index)
+            n += len(np.setdiff1d(np.unique(labels[labels > 0]), np.unique(labels[write_slices(b)])))
+        return n
+
+    assert margin_only(kept_fills[0][1]) == 0
+    assert margin_only(kept_fills["read box"][1]) > 0  # the whole read box's seeds fill them (twice: the neighbour too)
+    fovs = {rule: sum(s["fovs"] for s in r.block_stats) for rule, (r, _) in kept_fills.items()}
+    assert fovs[0] < fovs["read box"]
+    # where the task's time went
+    assert set(kept_fills[0][0].block_stats[0]["times"]) == {"setup", "open", "model", "read", "seeds", "fill", "save"}
+
+
+def test_write_box_voxels_a_block_left_unclaimed_take_a_face_neighbours_id(dataset, kept_fills):
+    from diluvian.fill.blockwise import _face_neighbours, _load_block
+
+    _, _, lab = dataset
+    blocks = dataset_blocks(lab.shape)
+    faces = _face_neighbours(blocks)
+    assert faces[0] == [1, 2] and faces[3] == [1, 2]  # 1 x 2 x 2 blocks: no diagonal neighbour is a face one
+    result, base = kept_fills[0]
+    work = str(base) + ".blockwise"
+    seg = read_output(base)
+    raw = np.zeros(seg.shape, np.uint64)  # each voxel's block-range ID (its block's, or the neighbour's)
+    patched = 0
+    for t in blocks:
+        mine = _load_block(work, t.index)[write_slices(t)]
+        out = seg[write_slices(t, relative=False)]
+        assert ((out != 0) >= (mine != 0)).all()
+        here = raw[write_slices(t, relative=False)]
+        here[...] = mine
+        for s in (blocks[j] for j in faces[t.index]):
+            lo, hi = np.maximum(t.write_start, s.read_start), np.minimum(t.write_stop, s.read_stop)
+            theirs = _load_block(work, s.index)[tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, s.read_start))]
+            view = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, t.write_start))
+            assert not ((out[view] == 0) & (theirs != 0)).any()  # no voxel left that the neighbour claimed
+            hole = (here[view] == 0) & (theirs != 0)
+            here[view][hole] = theirs[hole]
+        patched += int(((mine == 0) & (out != 0)).sum())
+    assert patched > 0  # without the patches those voxels were unclaimed
+    # every block-range ID has one final ID, wherever it lies (its block's write box or a neighbour's holes)
+    pairs = np.unique(np.stack([raw[seg > 0], seg[seg > 0]], axis=1), axis=0)
+    assert len(pairs) == len(np.unique(pairs[:, 0])) and (raw[seg == 0] == 0).all()
+    assert np.unique(seg[seg > 0]).tolist() == list(range(1, result.objects + 1))
 
 
 # --------------------------------------------------------------------------- command line
@@ -364,8 +460,9 @@ def test_the_manifest_holds_only_what_changes_the_segmentation():
     cfg = oracle_cfg()
     source = type("Source", (), {"name": "v", "dataset_files": [], "partition": False})()
 
-    def manifest(c, **options):
-        return _manifest(source, (24, 64, 64), (20, 20, 20), None, c, options, (32, 32, 32), (8, 8, 8), 0.5, 4)
+    def manifest(c, seed_margin=(0, 0, 0), **options):
+        return _manifest(source, (24, 64, 64), (20, 20, 20), None, c, options, (32, 32, 32), (8, 8, 8), 0.5, 4,
+                         seed_margin)
 
     base = manifest(cfg)
     timing = dataclasses.replace(cfg, fill=dataclasses.replace(cfg.fill, checkpoint_minutes=1.0, move_batch_size=64))
@@ -374,3 +471,10 @@ def test_the_manifest_holds_only_what_changes_the_segmentation():
     moved = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, t_final=0.7))
     assert any("t_final" in d for d in _differences(base, manifest(moved)))
     assert any("max_moves" in d for d in _differences(base, manifest(cfg, max_moves=5)))
+    # the seed rule changes the segmentation: a resume with another one (or the read box's, the rule of
+    # format 1) is refused
+    assert any("seed_margin" in d for d in _differences(base, manifest(cfg, seed_margin=(4, 4, 4))))
+    assert any("seed_margin" in d for d in _differences(base, manifest(cfg, seed_margin=None)))
+    old = dict(base, format=1)
+    del old["seed_margin"]
+    assert {d.split(" ")[0] for d in _differences(old, base)} == {"format", "seed_margin"}

@@ -616,11 +616,16 @@ class BlockwiseConfig:
     agreement_fraction : float
         Objects of two neighbouring blocks are one object when the voxels they share in the
         blocks' overlap are at least this fraction of the smaller one's voxels there.
+    seed_margin : int
+        A block takes the seeds of its write box grown by this many voxels (at most the
+        margin); 0: its write box only, so each seed belongs to one block and no object
+        that lies wholly in a margin is filled (by both blocks).
     """
 
     block_shape: Vec3i = (128, 128, 128)
     margin_moves: int = 2
     agreement_fraction: float = 0.5
+    seed_margin: int = 0
 
     def __post_init__(self) -> None:
         if len(self.block_shape) != 3 or min(self.block_shape) < 1:
@@ -630,6 +635,8 @@ class BlockwiseConfig:
         if not 0.0 < self.agreement_fraction <= 1.0:
             raise ConfigError(f"[blockwise] agreement_fraction: expected a fraction in (0, 1], "
                               f"got {self.agreement_fraction}")
+        if self.seed_margin < 0:
+            raise ConfigError(f"[blockwise] seed_margin: expected an int >= 0, got {self.seed_margin}")
 
 
 @dataclass(frozen=True)

@@ -14,20 +14,24 @@ and reads only its read box.
 
 Phases, each resumable:
 
-1. **fill**: block ``i`` is filled with labels from 1, shifted to the disjoint
-   range ``(i + 1) * ID_STRIDE + label``, and its whole read box is saved to
-   ``<output>.blockwise/blocks/<i>.npz`` (written to a temporary name and renamed:
-   the file is the block's *done* marker).
+1. **fill**: block ``i`` is filled from the seeds of its write box (grown by
+   ``[blockwise] seed_margin`` voxels, default 0; each seed belongs to one block)
+   with labels from 1, shifted to the disjoint range ``(i + 1) * ID_STRIDE + label``,
+   and its whole read box is saved to ``<output>.blockwise/blocks/<i>.npz``
+   (written to a temporary name and renamed: the file is the block's *done* marker).
 2. **reconcile**: neighbouring read boxes overlap by two margins. In each
    overlap the two blocks' objects are matched by agreement: ``a`` and ``b``
    are one object when the voxels they share are at least ``agreement_fraction``
    of the smaller one's voxels in the overlap, so that a thin touch or a small
    leak does not join two neurons, while an object that one block sees in two
    pieces (joined outside its read box) joins both. Matches go into a union-find.
+   Voxels of a write box that its block left unclaimed and a face neighbour
+   claimed (an object that grew in from the neighbour's seeds) take the
+   neighbour's ID (``<output>.blockwise/patches/<i>.npz``, rewritten by every run).
 3. **relabel**: every object that reaches a write box gets a final ID,
    consecutive from 1 in the order of its smallest block-range ID, and each
-   block's write box is written through that map into the output, block by
-   block (``<output>.blockwise/relabelled/<i>`` marks the blocks done).
+   block's write box, with its patches, is written through that map into the
+   output, block by block (``<output>.blockwise/relabelled/<i>`` marks the blocks done).
 
 The output is one zarr v3 group ``<output>.zarr`` holding the uint64 array
 ``0`` (chunks tile the write boxes, so no two tasks write one chunk) with OME-Zarr
@@ -66,9 +70,11 @@ __all__ = ["Block", "BlockwiseResult", "VolumeSource", "ID_STRIDE", "blockwise_f
 
 #: Block ``i``'s labels are ``(i + 1) * ID_STRIDE + label`` before the final relabel.
 ID_STRIDE = 2 ** 32
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: seeds from the write box and a band (seed_margin), holes patched from face neighbours
 MANIFEST_ATTR = "diluvian_blockwise"
 LABEL_ARRAY = "0"
+#: ``seed_margin`` of :func:`blockwise_fill` for seeds from the whole read box (the rule of manifest format 1).
+READ_BOX = "read box"
 
 
 # --------------------------------------------------------------------------- geometry
@@ -158,6 +164,14 @@ def _neighbour_pairs(blocks: Sequence[Block]) -> dict[int, list[int]]:
     return out
 
 
+def _face_neighbours(blocks: Sequence[Block]) -> dict[int, list[int]]:
+    """For each block, the blocks that share a face with it (at most 6), in index order."""
+    by_grid = {b.grid: b.index for b in blocks}
+    faces = [(-1, 0, 0), (0, -1, 0), (0, 0, -1), (0, 0, 1), (0, 1, 0), (1, 0, 0)]
+    return {b.index: [by_grid[g] for g in (tuple(p + d for p, d in zip(b.grid, o)) for o in faces) if g in by_grid]
+            for b in blocks}
+
+
 # --------------------------------------------------------------------------- reconciliation
 
 
@@ -212,7 +226,7 @@ def final_ids(core_ids: Sequence[NDArray], matches: Sequence[NDArray]) -> tuple[
     """``(raw IDs, final IDs)``, both sorted by raw ID: one final ID per matched group, consecutive from 1.
 
     Groups are numbered in the order of their smallest raw ID; only raw IDs that
-    occur in some write box (``core_ids``) are listed.
+    occur in some write box (``core_ids``: a block's own IDs there and those of its patches) are listed.
     """
     uf = UnionFind()
     for m in matches:
@@ -276,6 +290,7 @@ class _Job:
     work_dir: str
     output: str
     torch_threads: int | None
+    seed_margin: tuple[int, int, int] | None = None
 
 
 def _load_predictor(job: _Job) -> Any:
@@ -286,23 +301,61 @@ def _load_predictor(job: _Job) -> Any:
     return load_fill_model(job.model, job.cfg)[0]  # the network on the config's device; job.cfg fills
 
 
-def _fill_one_block(volume: Any, model: Any, cfg: Config, block: Block,
-                    options: dict) -> tuple[NDArray[np.uint64], int]:
+def seed_box(block: Block, seed_margin: Sequence[int] | None) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Where block ``block`` takes its seeds, ``(start, stop)`` in its read box's coordinates.
+
+    The write box grown by ``seed_margin`` voxels per axis, clipped to the read box;
+    None: the whole read box.
+    """
+    read_start, read_stop = np.asarray(block.read_start), np.asarray(block.read_stop)
+    if seed_margin is None:
+        return np.zeros(3, dtype=np.int64), read_stop - read_start
+    m = np.asarray(seed_margin, dtype=np.int64)
+    lo = np.maximum(np.asarray(block.write_start) - m, read_start)
+    hi = np.minimum(np.asarray(block.write_stop) + m, read_stop)
+    return lo - read_start, hi - read_start
+
+
+def _fill_one_block(volume: Any, model: Any, cfg: Config, block: Block, options: dict,
+                    seed_margin: Sequence[int] | None = None,
+                    times: dict | None = None) -> tuple[NDArray[np.uint64], int]:
     """Fill block ``block`` of ``volume``: ``(labels over its read box, FOVs evaluated)``.
 
     Labels come from the block's own range, ``(index + 1) * ID_STRIDE + 1`` on (0 = unclaimed),
     so no two blocks share an ID before the relabel.
 
     The read box is filled as a volume of its own (FOVs reflect-padded at its
-    border), from the seeds of the whole read box: an object whose seeds all lie
-    in a neighbour's write box is still filled where it reaches into this one.
+    border). Its seeds are the ``[fill] seed_generator``'s seeds of the read box that
+    lie in :func:`seed_box` (the write box grown by ``seed_margin``; None: all of
+    them): each object grows from its seeds in this block's write box (and that
+    band) into the margin, where the neighbour that owns the margin fills it too,
+    and the reconciliation joins the two. Seeds farther out are the neighbours'
+    business (each voxel is in one write box); seeding them here too only fills
+    the margin's objects twice. ``times`` gets the seconds of reading, seeding and
+    filling.
     """
-    from .box import fill_box
+    from ..seeds import generate_seeds
+    from .box import _volume_mask, fill_box
+    from .state import with_fill_options
 
+    times = {} if times is None else times
+    t0 = time.perf_counter()
     start, stop = np.asarray(block.read_start), np.asarray(block.read_stop)
+    image = np.ascontiguousarray(volume.get_image(tuple(start), tuple(stop)), dtype=np.float32)
+    resolution = tuple(float(r) for r in volume.resolution)
+    times["read"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fc = with_fill_options(cfg, **{k: options.get(k) for k in ("seed_generator", "ignore_mask")}).fill
+    mask = None if fc.ignore_mask else _volume_mask(volume, start, stop)
+    seeds = generate_seeds(fc.seed_generator, image, resolution, cfg.model, mask=mask)
+    lo, hi = seed_box(block, seed_margin)
+    seeds = seeds[((seeds >= lo) & (seeds < hi)).all(axis=1)] if len(seeds) else seeds
+    times["seeds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     rng = np.random.default_rng([int(cfg.random_seed), int(block.index)])
-    result = fill_box(volume, model, cfg, (start, stop), rng=rng, label_offset=(int(block.index) + 1) * ID_STRIDE,
-                      **options)
+    result = fill_box(image, model, cfg, (np.zeros(3, dtype=np.int64), stop - start), seeds=seeds, rng=rng,
+                      label_offset=(int(block.index) + 1) * ID_STRIDE, resolution=resolution, **options)
+    times["fill"] = time.perf_counter() - t0
     return np.asarray(result.labels, dtype=np.uint64), int(getattr(result.stats, "moves", 0))
 
 
@@ -322,14 +375,28 @@ def _peak_rss() -> int:
 
 
 def _fill_task(job: _Job, block: Block) -> dict:
-    """Dask task: fill one block and save its read box (block-range IDs) as the block's done file."""
-    t0 = time.perf_counter()
+    """Dask task: fill one block and save its read box (block-range IDs) as the block's done file.
+
+    Returns its stats (``cpu``: CPU seconds of this process, all its threads), with
+    ``times``: seconds of each step (``setup``: torch threads and imports, ``open``: the
+    volume, ``model``: loading it, ``read``, ``seeds``, ``fill``, ``save``: the compressed
+    block file).
+    """
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    times: dict[str, float] = {}
     if job.torch_threads:
         import torch
 
         torch.set_num_threads(job.torch_threads)
+    t0 = time.perf_counter()
+    times["setup"] = t0 - t_start
     volume = job.source.open(job.cfg)
-    labels, fovs = _fill_one_block(volume, _load_predictor(job), job.cfg, block, job.options)
+    t1 = time.perf_counter()
+    times["open"] = t1 - t0
+    model = _load_predictor(job)
+    times["model"] = time.perf_counter() - t1
+    labels, fovs = _fill_one_block(volume, model, job.cfg, block, job.options, job.seed_margin, times)
+    t0 = time.perf_counter()
     lo = np.asarray(block.write_start) - np.asarray(block.read_start)
     hi = np.asarray(block.write_stop) - np.asarray(block.read_start)
     core = np.unique(labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
@@ -338,8 +405,10 @@ def _fill_task(job: _Job, block: Block) -> dict:
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, labels=labels, core_ids=core)
-    return {"index": block.index, "objects": int(len(core)), "seconds": time.perf_counter() - t0, "fovs": fovs,
-            "voxels": int(np.prod(block.read_shape)), "peak_rss": _peak_rss(), "pid": os.getpid()}
+    times["save"] = time.perf_counter() - t0
+    return {"index": block.index, "objects": int(len(core)), "seconds": time.perf_counter() - t_start,
+            "cpu": time.process_time() - cpu_start, "fovs": fovs, "voxels": int(np.prod(block.read_shape)), "peak_rss": _peak_rss(), "pid": os.getpid(),
+            "times": times}
 
 
 def _load_block(work_dir: str | Path, index: int, what: str = "labels") -> NDArray:
@@ -351,33 +420,78 @@ def _load_block(work_dir: str | Path, index: int, what: str = "labels") -> NDArr
         raise DataError(f"{path}: unreadable block file ({e}); rerun with --overwrite") from None
 
 
-def _reconcile_task(job: _Job, blocks: list[Block], index: int, neighbours: list[int],
+def _patch_file(work_dir: str | Path, index: int) -> Path:
+    return Path(work_dir) / "patches" / f"{index:07d}.npz"
+
+
+def _in_box(block: Block, start: NDArray, stop: NDArray, labels: NDArray) -> NDArray:
+    """``labels`` (over ``block``'s read box) cut to the box ``[start, stop)`` (volume voxels)."""
+    return labels[tuple(slice(int(p - s), int(q - s)) for p, q, s in zip(start, stop, block.read_start))]
+
+
+def _reconcile_task(job: _Job, mine: Block, forward: list[Block], faces: list[Block],
                     fraction: float) -> tuple[NDArray, NDArray]:
-    """Dask task: ``(the matches between block index and each of its later neighbours, its write box's IDs)``."""
-    mine = blocks[index]
-    labels = _load_block(job.work_dir, index)
+    """Dask task: ``(matches between block mine and its later neighbours, the IDs its output holds)``.
+
+    Matches come from the overlaps with ``forward`` (see :func:`match_overlap`).
+    Voxels of mine's write box that it left unclaimed and that a face neighbour
+    (``faces``, whose read boxes cover the write box to a margin's depth) claimed
+    take that neighbour's ID: the first of them in index order that has one. Such a
+    piece is usually an object that grew in from the neighbour's seeds, whose seeds
+    mine did not take, or a piece that mine's read box cut from its seed. These
+    voxels and IDs are saved to mine's patch file for the relabel; the IDs are part
+    of the returned ones.
+    """
+    labels = _load_block(job.work_dir, mine.index)
+    lo = np.asarray(mine.write_start) - np.asarray(mine.read_start)
+    hi = np.asarray(mine.write_stop) - np.asarray(mine.read_start)
+    core = labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    patched = core.copy()
     out = [np.zeros((0, 2), dtype=np.uint64)]
-    for j in neighbours:
-        other = blocks[j]
-        lo = np.maximum(mine.read_start, other.read_start)
-        hi = np.minimum(mine.read_stop, other.read_stop)
-        if (hi <= lo).any():
-            continue
-        a = labels[tuple(slice(int(p - s), int(q - s)) for p, q, s in zip(lo, hi, mine.read_start))]
-        theirs = _load_block(job.work_dir, j)
-        b = theirs[tuple(slice(int(p - s), int(q - s)) for p, q, s in zip(lo, hi, other.read_start))]
-        out.append(match_overlap(a, b, fraction))
-    return np.concatenate(out), _load_block(job.work_dir, index, "core_ids")
+    by_index = {b.index: b for b in forward + faces}
+    for j in sorted(by_index):
+        other = by_index[j]
+        theirs = None
+        if other in forward:
+            a_lo = np.maximum(mine.read_start, other.read_start)
+            a_hi = np.minimum(mine.read_stop, other.read_stop)
+            if (a_hi > a_lo).all():
+                theirs = _load_block(job.work_dir, j)
+                out.append(match_overlap(_in_box(mine, a_lo, a_hi, labels), _in_box(other, a_lo, a_hi, theirs),
+                                         fraction))
+        if other in faces:
+            w_lo = np.maximum(mine.write_start, other.read_start)
+            w_hi = np.minimum(mine.write_stop, other.read_stop)
+            if (w_hi > w_lo).all():
+                theirs = _load_block(job.work_dir, j) if theirs is None else theirs
+                here = patched[tuple(slice(int(p - s), int(q - s)) for p, q, s in zip(w_lo, w_hi, mine.write_start))]
+                there = _in_box(other, w_lo, w_hi, theirs)
+                hole = (here == 0) & (there != 0)
+                here[hole] = there[hole]
+    filled = np.flatnonzero((core == 0) & (patched != 0))
+    fill_labels = patched.ravel()[filled]
+    with atomic_path(_patch_file(job.work_dir, mine.index), suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, positions=filled.astype(np.int64), labels=fill_labels.astype(np.uint64))
+    ids = np.union1d(_load_block(job.work_dir, mine.index, "core_ids"), np.unique(fill_labels)).astype(np.uint64)
+    return np.concatenate(out), ids
 
 
 def _relabel_task(job: _Job, block: Block, keys: NDArray, values: NDArray, chunks: Sequence[int]) -> int:
-    """Dask task: write block ``block``'s write box, relabelled to final IDs, into the output array."""
+    """Dask task: write block ``block``'s write box, relabelled to final IDs and with its patches, into the output."""
     import zarr
 
     labels = _load_block(job.work_dir, block.index)
     lo = np.asarray(block.write_start) - np.asarray(block.read_start)
     hi = np.asarray(block.write_stop) - np.asarray(block.read_start)
-    core = _apply_map(labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], keys, values)
+    core = np.ascontiguousarray(labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+    try:
+        with np.load(_patch_file(job.work_dir, block.index)) as f:
+            core.ravel()[f["positions"]] = f["labels"]
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{_patch_file(job.work_dir, block.index)}: unreadable patch file ({e}); "
+                        "rerun with --overwrite") from None
+    core = _apply_map(core, keys, values)
     arr = zarr.open_array(store=str(Path(job.output) / LABEL_ARRAY), mode="r+")
     # a chunk a killed run left half-written must not be read back: remove this block's chunks first
     first = np.asarray(block.write_start) // np.asarray(chunks)
@@ -509,7 +623,7 @@ def _model_fingerprint(model: Any) -> str:
 
 def _manifest(source: VolumeSource, shape: Sequence[int], resolution: Sequence[float], model: Any, cfg: Config,
               options: dict, block_shape: Sequence[int], margin: Sequence[int], fraction: float,
-              n_blocks: int) -> dict:
+              n_blocks: int, seed_margin: Sequence[int] | None = None) -> dict:
     """What determines the output: a rerun against a store with another manifest is refused."""
     from .state import fill_options, with_fill_options
 
@@ -529,6 +643,8 @@ def _manifest(source: VolumeSource, shape: Sequence[int], resolution: Sequence[f
         "config": config,
         "block_shape": [int(b) for b in block_shape],
         "margin": [int(m) for m in margin],
+        # where a block takes its seeds: "read box" (all of it) or the write box grown by these voxels
+        "seed_margin": READ_BOX if seed_margin is None else [int(v) for v in seed_margin],
         "agreement_fraction": float(fraction),
         "id_stride": ID_STRIDE,
         "blocks": int(n_blocks),
@@ -667,6 +783,7 @@ def blockwise_fill(
     progress: bool = True,
     keep_blocks: bool = False,
     torch_threads: int | None = None,
+    seed_margin: int | Sequence[int] | str | None = None,
     comments: Sequence[str] = (),
     **fill_options: Any,
 ) -> BlockwiseResult:
@@ -703,6 +820,11 @@ def blockwise_fill(
         Keep ``<output>.blockwise/`` (the per-block fills) after success.
     torch_threads : int, optional
         ``torch.set_num_threads`` in each task.
+    seed_margin : int, 3 ints or "read box", optional
+        A block's seeds: those of its write box grown by this many voxels (at most the
+        margin), or of its whole read box (``"read box"``, the rule before manifest
+        format 2, which fills the objects that lie wholly in a margin in both blocks).
+        Default ``[blockwise] seed_margin`` (0: the write box).
     comments : sequence of str
         Comment lines at the top of the TOML.
     **fill_options
@@ -746,6 +868,15 @@ def blockwise_fill(
         raise ConfigError(f"block shape: expected 3 positive ints (Z, Y, X), got {fmt_list(block_shape)}")
     margin = block_margin(cfg, margin_moves)
     smallest = min_block_shape(cfg, margin)
+    seed_margin = cfg.blockwise.seed_margin if seed_margin is None else seed_margin
+    if isinstance(seed_margin, str) and seed_margin == READ_BOX:
+        seed_margin = None
+    else:
+        sm = np.asarray(seed_margin)
+        if sm.ndim > 1 or sm.size not in (1, 3) or not np.issubdtype(sm.dtype, np.integer) or (sm < 0).any():
+            raise ConfigError(f"seed_margin: expected an int >= 0 or 3 of them (voxels), or {READ_BOX!r}, "
+                              f"got {seed_margin!r}")
+        seed_margin = tuple(int(v) for v in np.minimum(np.broadcast_to(sm.reshape(-1), (3,)), margin))
     fov = np.asarray(cfg.model.input_fov_shape)
     if (np.asarray(shape) < fov).any():
         raise DataError(f"volume {source.name!r}: the model's input FOV {fov.tolist()} is larger than the volume "
@@ -760,7 +891,7 @@ def blockwise_fill(
     chunks = chunk_shape_for(bs)
     options = {k: v for k, v in fill_options.items() if v is not None}
     manifest = _manifest(source, shape, resolution, model, cfg, options, bs, margin, agreement_fraction,
-                         len(blocks))
+                         len(blocks), seed_margin)
     out = Path(output)
     store = out.with_name(out.name + ".zarr")
     toml = out.with_name(out.name + ".toml")
@@ -775,10 +906,10 @@ def blockwise_fill(
             _write_toml(toml, store, f"{source.name} segmentation", resolution, comments)
         return BlockwiseResult(store, toml, shape, len(blocks), 0, int(state.get("objects", 0)),
                                int(state.get("joined", 0)), seconds, [])
-    for sub in ("blocks", "relabelled"):
+    for sub in ("blocks", "patches", "relabelled"):
         (work_dir / sub).mkdir(parents=True, exist_ok=True)
     job = _Job(source, str(model) if isinstance(model, os.PathLike) else model, cfg, options, str(work_dir),
-               str(store), torch_threads)
+               str(store), torch_threads, seed_margin)
     if client is not None and isinstance(job.model, str):
         log.info("workers load the model %s", job.model)
 
@@ -792,8 +923,9 @@ def blockwise_fill(
 
     # 2. reconcile
     t0 = time.perf_counter()
-    neighbours = _neighbour_pairs(blocks)
-    found = _run(client, _reconcile_task, [(job, blocks, b.index, neighbours[b.index], float(agreement_fraction))
+    neighbours, faces = _neighbour_pairs(blocks), _face_neighbours(blocks)
+    found = _run(client, _reconcile_task, [(job, b, [blocks[j] for j in neighbours[b.index]],
+                                            [blocks[j] for j in faces[b.index]], float(agreement_fraction))
                                            for b in blocks], "blocks reconciled", progress, ordered=True)
     matches, core_ids = [f[0] for f in found], [f[1] for f in found]
     raw, final = final_ids(core_ids, matches)
