@@ -12,7 +12,15 @@ Printed, measured side by side in one run on one CPU core (``torch.set_num_threa
   for each mask storage (``pool``: dense mask windows in one pooled array, the
   default; ``octree``: a block-sparse mask per region, the fill's storage before the
   pool), and their ratio;
-- the FOV/s that this bookkeeping could feed, against a GPU's network rate.
+- the FOV/s that this bookkeeping could feed, against a GPU's network rate;
+- with ``--storage device``: the device-resident path (``[fill] mask_device =
+  "model"``: the pool, the box image and the gather/update as torch ops on the
+  model's device; here the CPU), against the host pool with the same torch rule
+  (a ``TorchPredictor``): its own work per FOV, the part spent inside the torch
+  gather/update (on a GPU these are kernels, asynchronous but for one (N, 6) copy
+  per step), what is left on the host per FOV (the bookkeeping a GPU fill still
+  pays on the CPU), and the torch operations (about one kernel launch each on a
+  GPU) per step.
 
 The goal (issue "fill engine") is <= 0.25 ms per FOV at the ``gpu`` geometry
 (FOV 33^3, move step 8) with batches of 256 FOVs.
@@ -65,12 +73,74 @@ class IntensityRule:
         return out
 
 
-def run(image, cfg, batch, seeds, storage, fill_batch=False, mask_memory_mb=None):
-    rule = IntensityRule(cfg.model)
+class TorchRule(torch.nn.Module):
+    """:class:`IntensityRule` as a torch module (logits), for a :class:`~diluvian.predict.TorchPredictor`."""
+
+    def __init__(self, model_cfg: ModelConfig) -> None:
+        super().__init__()
+        inp, out = np.asarray(model_cfg.input_fov_shape), np.asarray(model_cfg.output_fov_shape)
+        lo = (inp - out) // 2
+        self.crop = (slice(None), slice(None)) + tuple(slice(int(a), int(a + o)) for a, o in zip(lo, out))
+        self.seconds = 0.0
+
+    def forward(self, image, mask):
+        t0 = time.perf_counter()
+        n = image.shape[0]
+        ref = image.reshape(n, -1).gather(1, mask.reshape(n, -1).argmax(1, keepdim=True)).reshape(n, 1, 1, 1, 1)
+        logit = torch.where((image[self.crop] - ref).abs() < 1e-4, 2.944, -2.944)
+        self.seconds += time.perf_counter() - t0
+        return logit
+
+
+class TorchOpTimer:
+    """Time spent in, and aten operations run by, the torch gather/apply of a fill."""
+
+    def __init__(self) -> None:
+        import diluvian.batchops as bo
+
+        self.bo, self.seconds, self.ops, self.calls = bo, 0.0, 0, 0
+        self.orig = (bo.gather_torch, bo.apply_torch)
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        timer = self
+
+        class Count(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                timer.ops += 1
+                return func(*args, **(kwargs or {}))
+
+        def wrap(fn):
+            def inner(*a, **k):
+                t0 = time.perf_counter()
+                with Count():
+                    out = fn(*a, **k)
+                self.seconds += time.perf_counter() - t0
+                self.calls += 1
+                return out
+            return inner
+
+        self.bo.gather_torch, self.bo.apply_torch = (wrap(f) for f in self.orig)
+        return self
+
+    def __exit__(self, *exc):
+        self.bo.gather_torch, self.bo.apply_torch = self.orig
+
+
+def run(image, cfg, batch, seeds, storage, fill_batch=False, mask_memory_mb=None, mask_device=None, device="cpu"):
+    if mask_device is None:
+        rule = IntensityRule(cfg.model)
+        predictor = rule
+    else:
+        from diluvian.predict import TorchPredictor
+
+        rule = TorchRule(cfg.model)
+        predictor = TorchPredictor(rule.to(device), device=device, autocast=False)
     t0 = time.perf_counter()
-    r = fill_volume_with_model(image, rule, cfg, move_batch_size=batch, seeds=seeds, ordered_seeds=True,
+    r = fill_volume_with_model(image, predictor, cfg, move_batch_size=batch, seeds=seeds, ordered_seeds=True,
                                progress=False, mask_storage=storage, fill_batch=fill_batch,
-                               mask_memory_mb=mask_memory_mb)
+                               mask_memory_mb=mask_memory_mb, mask_device=mask_device)
     wall = time.perf_counter() - t0
     return r, wall, rule.seconds
 
@@ -84,7 +154,9 @@ def main(argv=None) -> int:
     p.add_argument("--shape", type=int, nargs=3, default=[64, 160, 160], help="synthetic volume shape")
     p.add_argument("--resolution", type=float, default=10.0, help="nm per voxel of the synthetic volume")
     p.add_argument("--seeds", type=int, default=0, help="use only the first N seeds (0: all)")
-    p.add_argument("--storage", nargs="+", default=["pool", "octree"], choices=["pool", "octree"])
+    p.add_argument("--storage", nargs="+", default=["pool", "octree"], choices=["pool", "octree", "device"],
+                   help="device: the host pool and the device-resident pool (torch, on the CPU here) with a torch rule")
+    p.add_argument("--device", default="cpu", help="torch device of --storage device's runs (cpu, cuda)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     p.add_argument("--fill-batch", action="store_true", help="[fill] fill_batch: keep the batch full")
     p.add_argument("--mask-memory-mb", type=float, default=None, help="[fill] mask_memory_mb (default 1024)")
@@ -112,16 +184,35 @@ def main(argv=None) -> int:
     print(f"# flood guards {'on' if args.guards else 'off'}, fill_batch {args.fill_batch}")
     print(f"# volume {list(image.shape)}, {len(np.unique(labels)) - 1} objects, {len(seeds)} seeds; FOV {list(fov)} "
           f"-> {list(out)}, move step {list(model_cfg.move_step)}, batch {args.batch}")
-    run(image, cfg, args.batch, seeds[:4], args.storage[0])  # warm-up
+    run(image, cfg, args.batch, seeds[:4], "pool")  # warm-up (compiles the kernels)
     results = {}
-    for storage in args.storage:
+    if "device" in args.storage:
+        run(image, cfg, args.batch, seeds[:4], "pool", mask_device="model", device=args.device)
+        runs = {}
+        for where in ("host", "model"):
+            with TorchOpTimer() as ops:
+                r, wall, rule_s = run(image, cfg, args.batch, seeds, "pool", args.fill_batch, args.mask_memory_mb,
+                                      mask_device=where, device=args.device)
+            own = (wall - rule_s) / max(r.stats.moves, 1) * 1e3
+            runs[where] = r
+            line = (f"torch rule, {where} pool: {r.stats.moves} FOVs in {wall:.1f} s (rule {rule_s:.1f} s); fill's own "
+                    f"work {own:.3f} ms/FOV, mean batch {r.stats.mean_batch:.1f}")
+            if where == "model" and args.device == "cpu":  # on a GPU the ops are asynchronous: wall time only
+                steps = max(ops.calls // 2, 1)
+                rest = (wall - rule_s - ops.seconds) / max(r.stats.moves, 1) * 1e3
+                line += (f"; in torch gather/apply {ops.seconds:.1f} s ({ops.ops / steps:.0f} ops per step, "
+                         f"{ops.ops / max(r.stats.moves, 1):.1f} per FOV); left on the host {rest:.3f} ms/FOV "
+                         f"-> feeds {1e3 / rest:,.0f} FOV/s")
+            print(line)
+        print(f"device pool = host pool segmentation: {np.array_equal(runs['host'].labels, runs['model'].labels)}")
+    for storage in [s for s in args.storage if s != "device"]:
         r, wall, rule_s = run(image, cfg, args.batch, seeds, storage, args.fill_batch, args.mask_memory_mb)
         own = (wall - rule_s) / max(r.stats.moves, 1) * 1e3
         results[storage] = (r, own)
         print(f"{storage:>6}: {r.stats.moves} FOVs in {wall:.1f} s (rule {rule_s:.1f} s); fill's own work "
               f"{own:.3f} ms/FOV -> feeds {1e3 / own:,.0f} FOV/s; {r.stats.bodies} bodies, mean batch "
               f"{r.stats.mean_batch:.1f} of {args.batch}")
-    if len(results) == 2:
+    if len(results) == 2:  # pool and octree
         (ra, a), (rb, b) = results.values()
         same = np.array_equal(ra.labels, rb.labels)
         print(f"ratio {args.storage[1]} / {args.storage[0]} ms per FOV: {b / a:.2f}x; identical segmentation: {same}")

@@ -200,3 +200,44 @@ def test_fill_box_labels_start_at_the_offset():
     ids = np.unique(shifted.labels)
     assert ids[0] == 0 and ids[1] == 1001 and len(ids) == len(np.unique(plain.labels))
     assert np.array_equal(np.where(plain.labels > 0, plain.labels + 1000, 0), shifted.labels)
+
+
+class _OracleNet:
+    """The oracle of ``make_oracle`` as a torch module (logits), so the fill can keep its pool on its device."""
+
+    def __new__(cls, model_cfg, noise=0.02):
+        import torch
+
+        out = list(model_cfg.output_fov_shape)
+        lo = [(i - o) // 2 for i, o in zip(model_cfg.input_fov_shape, out)]
+
+        class Net(torch.nn.Module):
+            def forward(self, image, mask):
+                n = image.shape[0]
+                ref = image.reshape(n, -1).gather(1, mask.reshape(n, -1).argmax(1, keepdim=True))
+                crop = image[:, :, lo[0]:lo[0] + out[0], lo[1]:lo[1] + out[1], lo[2]:lo[2] + out[2]]
+                p = torch.where((crop - ref.reshape(n, 1, 1, 1, 1)).abs() < 1e-4, 0.95, 0.05)
+                wobble = torch.sin(crop * 9173.1 + torch.arange(crop[0].numel()).reshape(crop.shape[1:]) * 0.61)
+                p = (p + noise * wobble).clamp(0.01, 0.99)
+                return torch.log(p / (1 - p))
+
+        return Net()
+
+
+def test_device_pool_gives_the_host_pools_segmentation():
+    """[fill] mask_device = "model" (the pool and gather/apply in torch, here on the CPU) equals the host path."""
+    from diluvian.predict import TorchPredictor
+
+    model = ModelConfig(input_fov_shape=(9, 9, 9), output_fov_shape=(5, 5, 5), output_fov_move_fraction=2)
+    cfg = Config(model=model, postprocessing=PostprocessingConfig(min_body_size=5, merge_overlap_fraction=0.0))
+    image, _ = voronoi_volume(shape=(14, 26, 26), n=6, seed=3)
+    predictor = TorchPredictor(_OracleNet(model), device="cpu", autocast=False)
+    runs = {}
+    for where, memory, per_step in (("host", 1024, 2), ("model", 1024, 2), ("model", 0.05, 2)):  # 0.05: spills
+        r = fill_volume_with_model(image, predictor, cfg, move_batch_size=16, moves_per_step=per_step,
+                                   mask_device=where, mask_memory_mb=memory, progress=False,
+                                   rng=np.random.default_rng(1))
+        runs[where, memory] = r.labels
+    assert len(np.unique(runs["host", 1024])) > 3
+    for key, labels in runs.items():
+        assert np.array_equal(labels, runs["host", 1024]), key

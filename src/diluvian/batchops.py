@@ -13,14 +13,22 @@ The dense fill's per-FOV work, done for a whole batch in one call each way:
 They compute exactly what :meth:`~diluvian.region.Region.get_next_block` and
 :meth:`~diluvian.region.Region.add_mask` compute (comparisons and copies only,
 no arithmetic on the values), which the tests check against that Python path.
+
+:func:`gather_torch` and :func:`apply_torch` do the same on torch tensors, for a
+pool and box image that live on the model's device (CUDA): a step then moves no
+FOV through host memory, only index arrays in and the (N, 6) face maxima out.
+The tests check them against the compiled pair on the CPU.
 """
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import numpy as np
 from numba import njit
+from numpy.typing import NDArray
 
-__all__ = ["gather", "apply"]
+__all__ = ["gather", "apply", "gather_torch", "apply_torch"]
 
 
 @njit(cache=True, inline="always")
@@ -199,3 +207,151 @@ def apply(pool, slots, origins, centers, outputs, rows, box_shape, output_radius
                 if not seen:
                     best = np.nan
                 faces[n, 2 * axis + d] = best
+
+
+# ---- the same two operations on torch tensors (the pool and the box image on the model's device) ----
+
+
+def _reflect_t(i: Any, n: int) -> Any:
+    import torch
+
+    return torch.where(i < 0, -i, torch.where(i >= n, 2 * (n - 1) - i, i))
+
+
+def _upload(array: NDArray[np.int64], device: Any, upload: Any) -> Any:
+    import torch
+
+    return upload(array) if upload is not None else torch.as_tensor(array, device=device)
+
+
+def _grid(parts: Sequence[Any]) -> Any:
+    """The (N, A, B, C) outer "and" of three (N, A), (N, B), (N, C) masks."""
+    return parts[0][:, :, None, None] & parts[1][:, None, :, None] & parts[2][:, None, None, :]
+
+
+def _window_index(ints: Any, col: int, box: Sequence[int], win: Sequence[int], lengths: Sequence[int],
+                  shift: Sequence[int]) -> tuple[list, list, list]:
+    """Per axis, for boxes ``[ints[:, col + a] + shift[a], ... + lengths[a])``: window indices (clamped),
+    and which positions are inside the box and the window. ``ints[:, 1:4]`` are the windows' origins."""
+    import torch
+
+    idx, in_box, in_win = [], [], []
+    for a in range(3):
+        p = ints[:, col + a, None] + (torch.arange(lengths[a], device=ints.device) + int(shift[a]))
+        q = p - ints[:, 1 + a, None]
+        in_box.append((p >= 0) & (p < box[a]))
+        in_win.append((q >= 0) & (q < win[a]))
+        idx.append(q.clamp(0, win[a] - 1))
+    return idx, in_box, in_win
+
+
+def gather_torch(image: Any, pool: Any, slots: NDArray[np.int64], origins: NDArray[np.int64],
+                 starts: NDArray[np.int64], v_false: float, out_image: Any, out_mask: Any,
+                 upload: Any = None) -> None:
+    """:func:`gather` for tensors: ``image`` (Z, Y, X), ``pool`` (C, *window), outputs (N, *fov).
+
+    The index arrays are host arrays, sent in one small copy (``upload(array)``, e.g. a
+    :class:`~diluvian.device.Uploader`); everything else stays on the tensors' device.
+    Same values as :func:`gather`, bit for bit (tested).
+    """
+    import torch
+
+    dev = image.device
+    fov = out_image.shape[1:]
+    ints = _upload(np.concatenate([np.asarray(slots, np.int64)[:, None], origins, starts], axis=1), dev, upload)
+    z, y, x = (_reflect_t(ints[:, 4 + a, None] + torch.arange(fov[a], device=dev), int(image.shape[a]))
+               for a in range(3))
+    out_image.copy_(image[z[:, :, None, None], y[:, None, :, None], x[:, None, None, :]])
+    win = pool.shape[1:]
+    m = [v - ints[:, 1 + a, None] for a, v in enumerate((z, y, x))]
+    ok = _grid([(v >= 0) & (v < w) for v, w in zip(m, win)])
+    m = [v.clamp(0, w - 1) for v, w in zip(m, win)]
+    vals = pool[ints[:, 0, None, None, None], m[0][:, :, None, None], m[1][:, None, :, None], m[2][:, None, None, :]]
+    out_mask.copy_(torch.where(ok & ~torch.isnan(vals), vals, torch.full_like(vals, float(v_false))))
+
+
+def _rounds(slots: NDArray[np.int64]) -> list[NDArray[np.int64]]:
+    """Batch positions split so that no window appears twice in one round, in batch order."""
+    seen: dict[int, int] = {}
+    rounds: list[list[int]] = []
+    for n, s in enumerate(slots.tolist()):
+        k = seen.get(s, 0)
+        seen[s] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(n)
+    return [np.asarray(r, dtype=np.int64) for r in rounds]
+
+
+def apply_torch(pool: Any, trash: int, slots: NDArray[np.int64], origins: NDArray[np.int64],
+                centers: NDArray[np.int64], outputs: Any, rows: NDArray[np.int64], box_shape: NDArray[np.int64],
+                output_radius: NDArray[np.int64], move_step: NDArray[np.int64], check_t: int, bias: bool,
+                upload: Any = None) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """:func:`apply` for tensors: returns ``(faces, written)`` as host arrays.
+
+    ``pool`` is (C, *window) on the device of ``outputs`` (N', *output_fov); window
+    ``trash`` takes the writes that fall outside the box (its contents mean nothing).
+    Several FOVs of one window apply in rounds, in batch order, and each FOV's face
+    maxima are taken right after its round, so the result is :func:`apply`'s. One
+    small copy in (``upload``), one (N, 6) copy out.
+    """
+    import torch
+
+    dev = outputs.device
+    win = pool.shape[1:]
+    out_fov = tuple(outputs.shape[1:])
+    box = [int(v) for v in box_shape]
+    radius = np.asarray(output_radius, dtype=np.int64)
+    step = [int(v) for v in move_step]
+    t = int(check_t)
+    o_start = centers - radius
+    lo = np.maximum(o_start, 0)
+    hi = np.minimum(o_start + np.asarray(out_fov, dtype=np.int64), np.asarray(box, dtype=np.int64))
+    written = np.concatenate([lo, hi], axis=1)
+    rounds = _rounds(np.asarray(slots, dtype=np.int64))
+    order = np.concatenate(rounds)
+    ints = _upload(np.concatenate([np.asarray(slots, np.int64)[order, None], origins[order], centers[order],
+                                   np.asarray(rows, np.int64)[order, None]], axis=1), dev, upload)
+    reach = [v + t for v in step]
+    cube = [2 * r + 1 for r in reach]
+    # per face (axis, direction): its slab inside the cube centre +- (step + t)
+    slabs = []
+    for axis in range(3):
+        for d in range(2):
+            sl = [slice(t, t + 2 * v + 1) for v in step]
+            m = reach[axis] + (1 if d else -1) * step[axis]
+            sl[axis] = slice(m - t, m + t + 1)
+            slabs.append(tuple(sl))
+    faces = []
+    begin = 0
+    for sel in rounds:
+        part = ints[begin:begin + len(sel)]
+        begin += len(sel)
+        idx, in_box, _ = _window_index(part, 4, box, win, out_fov, -radius)
+        s4 = torch.where(_grid(in_box), part[:, 0, None, None, None], trash)  # the caller keeps the rest in the window
+        key = (s4, idx[0][:, :, None, None], idx[1][:, None, :, None], idx[2][:, None, None, :])
+        src = outputs[part[:, 7]]
+        if bias:
+            cur = pool[key]
+            src = torch.where((cur <= 0.5) & (src >= cur), cur, src)
+        pool.index_put_(key, src)
+        idx, in_box, in_win = _window_index(part, 4, box, win, cube, [-r for r in reach])
+        vals = pool[part[:, 0, None, None, None], idx[0][:, :, None, None], idx[1][:, None, :, None],
+                    idx[2][:, None, None, :]]
+        good = _grid(in_box) & _grid(in_win) & ~torch.isnan(vals)
+        vals = torch.where(good, vals, torch.full_like(vals, -float("inf")))
+        best = torch.stack([vals[(slice(None),) + sl].amax(dim=(1, 2, 3)) for sl in slabs], 1)
+        seen = torch.stack([good[(slice(None),) + sl].any(dim=(1, 2, 3)) for sl in slabs], 1)
+        faces.append(torch.where(seen, best, torch.full_like(best, float("nan"))))
+    out = np.empty((len(order), 6), dtype=np.float32)
+    out[order] = torch.cat(faces).cpu().numpy()
+    # a slab that lies wholly outside the box: -inf (known on the host)
+    for axis in range(3):
+        for d in range(2):
+            m = centers[:, axis] + (1 if d else -1) * step[axis]
+            empty = (np.minimum(m + t + 1, box[axis]) <= np.maximum(m - t, 0))
+            for a in range(3):
+                if a != axis:
+                    empty |= np.minimum(centers[:, a] + step[a] + 1, box[a]) <= np.maximum(centers[:, a] - step[a], 0)
+            out[empty, 2 * axis + d] = -np.inf
+    return out, written

@@ -563,6 +563,11 @@ class FillConfig:
         ``octree``: block-sparse masks only. The same segmentation either way.
     mask_memory_mb : float
         Memory for the pool's windows (the whole box per region when it fits).
+    mask_device : {"auto", "host", "model"}
+        Where the pool, the box image and the per-step FOV gather and mask update live:
+        ``model``: on the network's device (torch), so a step moves no FOV through host
+        memory; ``host``: in host memory (compiled numpy kernels); ``auto``: ``model`` on
+        CUDA, ``host`` otherwise. The same segmentation either way.
     """
 
     move_batch_size: int = 0
@@ -583,6 +588,7 @@ class FillConfig:
     fill_batch: bool = False
     mask_storage: str = "pool"
     mask_memory_mb: float = 1024.0
+    mask_device: str = "auto"
 
     def __post_init__(self) -> None:
         for key in ("move_batch_size", "max_moves", "remask_interval", "max_bodies", "checkpoint_interval",
@@ -598,6 +604,7 @@ class FillConfig:
             raise ConfigError(f"[fill] mask_memory_mb: expected a number > 0, got {self.mask_memory_mb}")
         _check_choice("fill.seed_generator", self.seed_generator, ("sobel", "grid"))
         _check_choice("fill.mask_storage", self.mask_storage, ("pool", "octree"))
+        _check_choice("fill.mask_device", self.mask_device, ("auto", "host", "model"))
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             raise ConfigError(f"[fill] device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
 

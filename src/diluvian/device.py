@@ -6,7 +6,8 @@ validation and the fill's :class:`~diluvian.predict.TorchPredictor` share:
 moving ``(N, Z, Y, X)`` float32 arrays to ``(N, 1, Z, Y, X)`` device tensors
 (pinned and non-blocking on CUDA), bf16 autocast and channels-last 3D memory
 format on CUDA. :class:`HostCopy` brings a device tensor back, asynchronously on
-CUDA (a pinned buffer and an event), so the host can work while it arrives.
+CUDA (a pinned buffer and an event), so the host can work while it arrives;
+:class:`Uploader` sends small index arrays the other way without a stream sync.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["select_device", "DeviceSetup", "HostCopy"]
+__all__ = ["select_device", "DeviceSetup", "HostCopy", "Uploader"]
 
 
 def select_device(name: str | torch.device | None = "auto") -> torch.device:
@@ -127,3 +128,36 @@ class HostCopy:
         if self.event is not None:
             self.event.synchronize()
         return self.host.numpy()
+
+
+class Uploader:
+    """Small host arrays to a device without a stream synchronisation.
+
+    A copy from pageable host memory to a CUDA device synchronises the stream
+    first (it would wait for the batch in flight). This copies through a ring of
+    pinned buffers with non-blocking copies instead; a buffer is reused only after
+    the copy that last used it completed (an event). On the CPU the array is
+    wrapped, not copied.
+    """
+
+    def __init__(self, device: torch.device, slots: int = 16, nbytes: int = 1 << 20) -> None:
+        self.device = device
+        self._ring: list[list[Any]] = []
+        self._next = 0
+        if device.type == "cuda":
+            self._ring = [[torch.empty(nbytes, dtype=torch.uint8, pin_memory=True), None] for _ in range(slots)]
+
+    def __call__(self, array: np.ndarray) -> torch.Tensor:
+        array = np.ascontiguousarray(array)
+        if not self._ring or array.nbytes > self._ring[0][0].numel():
+            return torch.from_numpy(array).to(self.device)
+        slot = self._ring[self._next]
+        self._next = (self._next + 1) % len(self._ring)
+        if slot[1] is not None:
+            slot[1].synchronize()
+        host = slot[0][:array.nbytes].view(torch.from_numpy(array[:0]).dtype).reshape(array.shape)
+        host.numpy()[...] = array
+        out = host.to(self.device, non_blocking=True)
+        slot[1] = torch.cuda.Event()
+        slot[1].record()
+        return out

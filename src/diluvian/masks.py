@@ -119,7 +119,7 @@ class WindowMask:
         if loc is not None:
             a0, b0, a1, b1, a2, b2 = loc
             self._ensure(a0, a1, a2, b0, b1, b2)
-            return self.data[a0:b0, a1:b1, a2:b2]  # type: ignore[index]
+            return self.pool.host(self.data[a0:b0, a1:b1, a2:b2])  # type: ignore[index]
         lo = np.array([k.start for k in key], dtype=np.int64)
         hi = np.array([k.stop for k in key], dtype=np.int64)
         self.prepare(lo, hi)
@@ -127,8 +127,8 @@ class WindowMask:
         a = np.maximum(lo, self.origin)
         b = np.minimum(hi, self.end)
         if (b > a).all():
-            out[tuple(slice(int(p), int(q)) for p, q in zip(a - lo, b - lo))] = \
-                self.data[tuple(slice(int(p), int(q)) for p, q in zip(a - self.origin, b - self.origin))]
+            out[tuple(slice(int(p), int(q)) for p, q in zip(a - lo, b - lo))] = self.pool.host(
+                self.data[tuple(slice(int(p), int(q)) for p, q in zip(a - self.origin, b - self.origin))])
         return out
 
     def __setitem__(self, key: tuple[slice, slice, slice], value: Any) -> None:
@@ -137,7 +137,7 @@ class WindowMask:
             if loc is not None:
                 a0, b0, a1, b1, a2, b2 = loc
                 self._ensure(a0, a1, a2, b0, b1, b2)
-                self.data[a0:b0, a1:b1, a2:b2] = value  # type: ignore[index]
+                self.data[a0:b0, a1:b1, a2:b2] = self.pool.put(value)  # type: ignore[index]
                 wl, wh = self.written_lo, self.written_hi
                 if a0 < wl[0]: wl[0] = a0  # noqa: E701 - hot path, plain compares
                 if a1 < wl[1]: wl[1] = a1  # noqa: E701
@@ -169,7 +169,7 @@ class WindowMask:
         if (hi > lo).all():
             g_lo, g_hi = self.origin + lo, self.origin + hi
             self.sparse[g_lo[0]:g_hi[0], g_lo[1]:g_hi[1], g_lo[2]:g_hi[2]] = \
-                self.data[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]  # type: ignore[index]
+                pool.host(self.data[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])  # type: ignore[index]
         pool.spills += 1
         self.release()
 
@@ -197,6 +197,11 @@ class MaskPool:
         Windows in the pool; a region that finds none free gets block-sparse storage.
     leaf_shape : 3 ints
         Leaves of the block-sparse storage a window spills into.
+    device : torch.device, optional
+        Keep the windows in a torch tensor on this device (the model's), for
+        :func:`diluvian.batchops.gather_torch` / :func:`~diluvian.batchops.apply_torch`;
+        one more window (:attr:`trash`) takes their writes outside the box. Reads
+        through :class:`WindowMask` then return host copies.
 
     Attributes
     ----------
@@ -211,11 +216,23 @@ class MaskPool:
     """
 
     def __init__(self, box_shape: Sequence[int], window_shape: Sequence[int], capacity: int,
-                 leaf_shape: Sequence[int]) -> None:
+                 leaf_shape: Sequence[int], device: Any = None) -> None:
         self.box_shape = tuple(int(s) for s in box_shape)
         self.window = tuple(int(min(w, b)) for w, b in zip(window_shape, self.box_shape))
         self.leaf_shape = tuple(int(s) for s in leaf_shape)
-        self.data = large_empty((int(capacity), *self.window), np.float32)
+        self.capacity = int(capacity)
+        self.device = device
+        self.trash = self.capacity
+        self.upload: Any = None
+        if device is None:
+            self.data: Any = large_empty((self.capacity, *self.window), np.float32)
+        else:
+            import torch
+
+            self.data = torch.empty((self.capacity + 1, *self.window), dtype=torch.float32, device=device)
+            from .device import Uploader
+
+            self.upload = Uploader(torch.device(device))
         self._free: list[int] = []
         self._unused = 0  # windows [self._unused, capacity) were never used
         # per window, the box (window coordinates, whole z-planes) that is NaN or written by its
@@ -231,7 +248,7 @@ class MaskPool:
         """
         if self._free:
             slot = self._free.pop()
-        elif self._unused < len(self.data):
+        elif self._unused < self.capacity:
             slot = self._unused
             self._unused += 1
         else:
@@ -240,6 +257,18 @@ class MaskPool:
         win = np.asarray(self.window, dtype=np.int64)
         origin = np.clip(np.asarray(seed, dtype=np.int64) - win // 2, 0, np.asarray(self.box_shape) - win)
         return WindowMask(self, slot, origin)
+
+    def host(self, values: Any) -> NDArray[np.float32]:
+        """``values`` (a part of :attr:`data`) as a host array."""
+        return values if self.device is None else values.cpu().numpy()
+
+    def put(self, value: Any) -> Any:
+        """``value`` (an array or a number) ready to be written into :attr:`data`."""
+        if self.device is None or np.isscalar(value):
+            return value
+        import torch
+
+        return torch.as_tensor(np.asarray(value, dtype=np.float32), device=self.device)
 
     def _grow(self, slot: int, lo: Sequence[int], hi: Sequence[int]) -> None:
         """NaN-fill window ``slot`` so that its ready box covers ``[lo, hi)`` (window coordinates).

@@ -29,7 +29,7 @@ CUDA_MOVE_BATCH_SIZE = 256
 
 
 class _Done:
-    """Handle of a prediction that was computed synchronously."""
+    """Handle of a prediction at hand: a host array, or a device tensor whose kernels are queued."""
 
     __slots__ = ("value",)
 
@@ -133,7 +133,21 @@ class TorchPredictor:
         with self.torch.inference_mode():
             return HostCopy(self._forward(images, masks))
 
-    def result(self, handle: Any) -> np.ndarray:
+    def submit_device(self, images: Any, masks: Any) -> Any:
+        """Start a batch whose inputs are (N, Z, Y, X) tensors on the device; its result stays there.
+
+        :meth:`result` then returns the (N, *output_fov) probability tensor on the device
+        (what the fill's device-resident mask pool applies without a host copy).
+        """
+        with self.torch.inference_mode():
+            x, m = self.setup.to_device(images[:, None]), self.setup.to_device(masks[:, None])
+            with self.setup.autocast_context():
+                logits = self.model(x, m)
+            return _Done(self.torch.sigmoid(logits.float())[:, 0])
+
+    def result(self, handle: Any) -> Any:
+        if isinstance(handle, _Done):
+            return handle.value
         return handle.numpy()
 
     def __call__(self, images: np.ndarray, masks: np.ndarray) -> np.ndarray:

@@ -47,6 +47,12 @@ class BatchBuffer:
         The mask windows of the regions (enables the batched path).
     v_false : float
         Value of mask voxels not predicted yet.
+
+    Notes
+    -----
+    With a pool on a torch device (:attr:`on_device`), the box image is copied there
+    once and the batch's rows are device tensors: batched FOVs are gathered there,
+    the rows of other regions are read on the host and copied in (:meth:`inputs`).
     """
 
     def __init__(self, rows: int, fov_shape: Sequence[int], image: np.ndarray | None = None,
@@ -58,6 +64,15 @@ class BatchBuffer:
         self.image = image if isinstance(image, np.ndarray) and image.dtype == np.float32 else None
         self.pool = pool if self.image is not None else None
         self.v_false = np.float32(v_false)
+        self.on_device = self.pool is not None and self.pool.device is not None
+        if self.on_device:
+            import torch
+
+            dev = self.pool.device
+            self.image_t = torch.from_numpy(self.image).to(dev)
+            self.dev_images = torch.empty(shape, dtype=torch.float32, device=dev)
+            self.dev_masks = torch.empty(shape, dtype=torch.float32, device=dev)
+        self._n_flushed = 0
         self._rows: list[int] = []
         self._slots: list[int] = []
         self._origins: list[np.ndarray] = []
@@ -105,6 +120,8 @@ class BatchBuffer:
 
     def flush(self) -> int:
         """Read the noted FOVs; returns the number of rows of the batch (and empties the buffer)."""
+        if self.on_device:
+            return self._flush_device()
         if self._rows:
             from .batchops import gather
 
@@ -125,7 +142,47 @@ class BatchBuffer:
             for lst in (self._rows, self._slots, self._origins, self._starts):
                 lst.clear()
         n, self.n = self.n, 0
+        self._n_flushed = n
         return n
+
+    def _flush_device(self) -> int:
+        import torch
+
+        from .batchops import gather_torch
+
+        n, self.n = self.n, 0
+        self._n_flushed = n
+        batched = set(self._rows)
+        host_rows = [r for r in range(n) if r not in batched]
+        if host_rows:  # regions off the batched path read their FOVs on the host
+            idx = self.pool.upload(np.asarray(host_rows, dtype=np.int64))
+            self.dev_images[idx] = torch.from_numpy(self.images[host_rows]).to(self.pool.device)
+            self.dev_masks[idx] = torch.from_numpy(self.masks[host_rows]).to(self.pool.device)
+        if self._rows:
+            rows = np.asarray(self._rows, dtype=np.int64)
+            args = (self.image_t, self.pool.data, np.asarray(self._slots, dtype=np.int64),
+                    np.asarray(self._origins, dtype=np.int64), np.asarray(self._starts, dtype=np.int64),
+                    float(self.v_false))
+            up = self.pool.upload
+            n0, n1 = int(rows[0]), int(rows[-1]) + 1
+            if n1 - n0 == len(rows):
+                gather_torch(*args, self.dev_images[n0:n1], self.dev_masks[n0:n1], upload=up)
+            else:
+                img = torch.empty((len(rows), *self.dev_images.shape[1:]), device=self.pool.device)
+                msk = torch.empty_like(img)
+                gather_torch(*args, img, msk, upload=up)
+                idx = up(rows)
+                self.dev_images[idx] = img
+                self.dev_masks[idx] = msk
+            for lst in (self._rows, self._slots, self._origins, self._starts):
+                lst.clear()
+        return n
+
+    def inputs(self, n: int) -> tuple[Any, Any]:
+        """The batch's first ``n`` rows, images and masks, where the predictor takes them."""
+        if self.on_device:
+            return self.dev_images[:n], self.dev_masks[:n]
+        return self.images[:n], self.masks[:n]
 
 
 @dataclass
@@ -241,16 +298,19 @@ class RegionStepper:
         return slot.reason
 
 
-def apply_batch(slots: Sequence[Slot], outputs: np.ndarray, buffer: BatchBuffer) -> None:
+def apply_batch(slots: Sequence[Slot], outputs: Any, buffer: BatchBuffer) -> None:
     """Apply a batch's outputs (rows as in ``buffer``) to the regions of ``slots``.
 
     Regions on the batched path (see :meth:`BatchBuffer.batched`) whose writes stay
-    inside their windows are updated together by :func:`diluvian.batchops.apply`, in
-    batch order; the others one block at a time by :meth:`Region.add_mask` (a write
-    outside a window spills it). Revoked slots (region None) are skipped.
+    inside their windows are updated together by :func:`diluvian.batchops.apply`
+    (or :func:`~diluvian.batchops.apply_torch` when the pool and ``outputs`` are on a
+    torch device), in batch order; the others one block at a time by
+    :meth:`Region.add_mask` (a write outside a window spills it). Revoked slots
+    (region None) are skipped.
     """
     fast_regions: list[Region] = []
     fast_blocks: list[Block] = []
+    slow: list[tuple[Region, Block]] = []
     for slot in slots:
         region = slot.region
         if region is None or not slot.blocks:
@@ -265,21 +325,37 @@ def apply_batch(slots: Sequence[Slot], outputs: np.ndarray, buffer: BatchBuffer)
                 fast_regions.extend([region] * len(slot.blocks))
                 fast_blocks.extend(slot.blocks)
                 continue
-        for block in slot.blocks:
-            region.add_mask(block, outputs[block.row])
+        slow.extend((region, block) for block in slot.blocks)
+    if slow:
+        host = outputs
+        if not isinstance(outputs, np.ndarray):  # a device tensor: one copy of the rows needed
+            rows = sorted({b.row for _, b in slow})
+            where = {r: i for i, r in enumerate(rows)}
+            part = outputs[rows].cpu().numpy()
+            for region, block in slow:
+                region.add_mask(block, part[where[block.row]])
+        else:
+            for region, block in slow:
+                region.add_mask(block, host[block.row])
     if not fast_blocks:
         return
-    from .batchops import apply
-
     first = fast_regions[0]
     n = len(fast_blocks)
-    faces = np.empty((n, 6), dtype=np.float32)
-    written = np.empty((n, 6), dtype=np.int64)
-    apply(buffer.pool.data, np.array([r.mask.slot for r in fast_regions], dtype=np.int64),
-          np.array([r.mask.origin for r in fast_regions], dtype=np.int64),
-          np.array([b.center for b in fast_blocks], dtype=np.int64), outputs,
-          np.array([b.row for b in fast_blocks], dtype=np.int64), np.asarray(first.shape, dtype=np.int64),
-          first.output_radius, first.move_step, int(first.check_t), bool(first.bias_against_merge), faces, written)
+    args = (np.array([r.mask.slot for r in fast_regions], dtype=np.int64),
+            np.array([r.mask.origin for r in fast_regions], dtype=np.int64),
+            np.array([b.center for b in fast_blocks], dtype=np.int64), outputs,
+            np.array([b.row for b in fast_blocks], dtype=np.int64), np.asarray(first.shape, dtype=np.int64),
+            first.output_radius, first.move_step, int(first.check_t), bool(first.bias_against_merge))
+    if isinstance(outputs, np.ndarray):
+        from .batchops import apply
+
+        faces = np.empty((n, 6), dtype=np.float32)
+        written = np.empty((n, 6), dtype=np.int64)
+        apply(buffer.pool.data, *args, faces, written)
+    else:
+        from .batchops import apply_torch
+
+        faces, written = apply_torch(buffer.pool.data, buffer.pool.trash, *args, upload=buffer.pool.upload)
     face_rows = faces.tolist()
     for i, (region, block) in enumerate(zip(fast_regions, fast_blocks)):
         lo, hi = written[i, :3], written[i, 3:]
@@ -308,7 +384,9 @@ def run_batch(predictor: Any, slots: list[Slot], timer: BatchTimer | None = None
         if timer is not None:
             timer.batches += 1
             timer.fovs += n
-        return predictor.submit(buffer.images[:n], buffer.masks[:n])
+        if buffer.on_device:
+            return predictor.submit_device(*buffer.inputs(n))
+        return predictor.submit(*buffer.inputs(n))
     blocks = [b for s in slots for b in s.blocks]
     if timer is not None:
         timer.batches += 1

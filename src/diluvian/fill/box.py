@@ -89,6 +89,7 @@ def fill_volume_with_model(
     mask_factory: Callable[[NDArray[np.int64]], Any] | None = None,
     mask_storage: str | None = None,
     mask_memory_mb: float | None = None,
+    mask_device: str | None = None,
     fill_batch: bool | None = None,
     device: Any = None,
     rng: np.random.Generator | None = None,
@@ -164,6 +165,9 @@ def fill_volume_with_model(
         give the same segmentation.
     mask_memory_mb : float
         Memory for the pool's windows; the whole box per region when it fits.
+    mask_device : {"auto", "host", "model"}
+        Where the pool and the per-step gather and update live (``[fill] mask_device``):
+        on a torch model's device, or in host memory; ``auto``: the model's device on CUDA.
     device : optional
         Device for a torch model (default: where its parameters are).
     rng : numpy.random.Generator, optional
@@ -198,7 +202,7 @@ def fill_volume_with_model(
             max_bodies=max_bodies, max_moves=max_moves, remask_interval=remask_interval, bias=bias,
             reject_early_termination=reject_early_termination, checkpoint_interval=checkpoint_interval,
             checkpoint_minutes=checkpoint_minutes, mask_storage=mask_storage, mask_memory_mb=mask_memory_mb,
-            fill_batch=fill_batch)
+            mask_device=mask_device, fill_batch=fill_batch)
     except ConfigError as e:
         raise DataError(str(e)) from None
     fc = cfg.fill
@@ -306,7 +310,7 @@ def fill_volume_with_model(
         else:
             in_flight = (move_batch_size // moves_per_step) * lanes + 8  # + parked regions, roughly
             window = window_shape_for(shape, cfg.model.input_fov_shape, in_flight, int(fc.mask_memory_mb * 2**20))
-            pool = MaskPool(shape, window, in_flight, leaf)
+            pool = MaskPool(shape, window, in_flight, leaf, device=_pool_device(fc.mask_device, predictor))
             mask_factory = pool.acquire
             log.debug("%s: mask windows of %s voxels for up to %d regions in flight", name, list(window), in_flight)
 
@@ -323,6 +327,16 @@ def fill_volume_with_model(
                  "masks are slower; [fill] mask_memory_mb gives larger windows)", name, fmt_list(pool.window),
                  pool.spills, pool.overflow)
     return FillResult(labels=labels, conflict_count=conflicts, stats=stats, state=filler.current_state())
+
+
+def _pool_device(mask_device: str, predictor: Any) -> Any:
+    """The torch device for the mask pool (``[fill] mask_device``), or None for host memory."""
+    device = getattr(predictor, "device", None)
+    if mask_device == "host" or device is None or not hasattr(predictor, "submit_device"):
+        return None  # a plain callable predictor works on host arrays
+    if mask_device == "auto" and device.type != "cuda":
+        return None
+    return device
 
 
 def fill_box(volume: Any, model: Any, cfg: Config, box: tuple[Sequence[int], Sequence[int]], *,
