@@ -54,6 +54,18 @@ def test_window_mask_reads_nan_outside_and_spills_on_outside_writes():
     assert np.isnan(again[0:8, 0:8, 0:8]).all()
 
 
+def test_a_window_moves_with_its_region_before_it_spills():
+    pool = MaskPool((20, 20, 20), (8, 8, 8), capacity=1, leaf_shape=(4, 4, 4))
+    m = pool.acquire((10, 10, 10))
+    m[9:11, 9:11, 9:11] = 0.7
+    m[4:6, 9:10, 12:13] = 0.3  # outside the window [6, 14); what was written and this fit in one window
+    assert not m.spilled and pool.shifts == 1 and (m.origin <= [4, 9, 9]).all() and (m.end >= [11, 11, 13]).all()
+    assert (m[9:11, 9:11, 9:11] == 0.7).all() and (m[4:6, 9:10, 12:13] == np.float32(0.3)).all()
+    assert np.isnan(m[0:20, 0:20, 0:20]).sum() == 20 ** 3 - 8 - 2
+    m[17:18, 17:18, 17:18] = 0.5  # too far: spills, values kept
+    assert m.spilled and (m[9:11, 9:11, 9:11] == 0.7).all() and m[17, 17, 17] == np.float32(0.5)
+
+
 def test_windows_are_nan_initialised_lazily_and_reset_where_written():
     pool = MaskPool((40, 40, 40), (20, 20, 20), capacity=1, leaf_shape=(4, 4, 4))
     pool.data[:] = 123.0  # stale memory: nothing of it may show through

@@ -11,8 +11,10 @@ whole box (NaN = not predicted yet). Two storages give them the array API that
 - :func:`sparse_mask`, a block-sparse :class:`~diluvian.octree.OctreeVolume`,
   whose memory follows the object wherever it goes.
 
-A window that a region outgrows *spills*: its written part is copied into a
-block-sparse mask, which serves the rest of that region's fill. Both hold the
+A write outside a region's window first *shifts* the window over the box
+(the written values move with it) when all that was written and the new write
+fit in one window; a window that a region outgrows *spills*: its written part
+is copied into a block-sparse mask, which serves the rest of that region's fill. Both hold the
 same values, so the segmentation does not depend on the storage (tested).
 
 Windows are NaN-initialised lazily: each keeps the z-planes of it known to be
@@ -146,8 +148,44 @@ class WindowMask:
                 if b1 > wh[1]: wh[1] = b1  # noqa: E701
                 if b2 > wh[2]: wh[2] = b2  # noqa: E701
                 return
+            if self._shift(key):
+                self[key] = value
+                return
             self._spill()
         self.sparse[key] = value
+
+    def _shift(self, key: tuple[slice, slice, slice]) -> bool:
+        """Move the window over the box so that it holds all that was written and ``key``.
+
+        The written values move with it (the rest of the window is NaN again). False
+        when they do not fit in one window: then the mask spills.
+        """
+        win = np.asarray(self.pool.window, dtype=np.int64)
+        lo = np.array([k.start for k in key], dtype=np.int64)
+        hi = np.array([k.stop for k in key], dtype=np.int64)
+        w_lo, w_hi = self.written_lo, self.written_hi
+        written = bool((w_hi > w_lo).all())
+        if written:
+            lo, hi = np.minimum(lo, self.origin + w_lo), np.maximum(hi, self.origin + w_hi)
+        if ((hi - lo) > win).any():
+            return False
+        origin = np.clip((lo + hi) // 2 - win // 2, 0, np.asarray(self.shape, dtype=np.int64) - win)
+        if (origin > lo).any() or (origin + win < hi).any():
+            return False
+        saved = None
+        if written:
+            part = self.data[w_lo[0]:w_hi[0], w_lo[1]:w_hi[1], w_lo[2]:w_hi[2]]  # type: ignore[index]
+            saved = part.copy() if isinstance(part, np.ndarray) else part.clone()
+        self.data[...] = np.nan  # type: ignore[index]
+        self._ready[:] = [0, 0, 0, *self.pool.window]
+        g_lo, g_hi = self.origin + w_lo, self.origin + w_hi
+        self.origin, self.end, self._o = origin, origin + win, tuple(int(v) for v in origin)
+        if saved is not None:
+            n_lo, n_hi = g_lo - origin, g_hi - origin
+            self.data[n_lo[0]:n_hi[0], n_lo[1]:n_hi[1], n_lo[2]:n_hi[2]] = saved  # type: ignore[index]
+            self.written_lo, self.written_hi = n_lo, n_hi
+        self.pool.shifts += 1
+        return True
 
     def _ensure(self, a0: int, a1: int, a2: int, b0: int, b1: int, b2: int) -> None:
         """:meth:`prepare` for a box in window coordinates that lies inside the window."""
@@ -239,6 +277,7 @@ class MaskPool:
         # region; empty at first
         self._ready = [[*self.window, 0, 0, 0] for _ in range(int(capacity))]
         self.spills = 0
+        self.shifts = 0
         self.overflow = 0
 
     def acquire(self, seed: Sequence[int]) -> Any:

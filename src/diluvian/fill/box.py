@@ -160,7 +160,7 @@ def fill_volume_with_model(
         (default: as ``mask_storage`` says).
     mask_storage : {"pool", "octree"}
         ``pool``: dense mask windows around the seeds, reused from region to region
-        (:class:`~diluvian.masks.MaskPool`; a region that outgrows its window spills
+        (:class:`~diluvian.masks.MaskPool`; a window moves with its region, and a region that outgrows it spills
         into block-sparse storage); ``octree``: a block-sparse mask per region. Both
         give the same segmentation.
     mask_memory_mb : float
@@ -323,9 +323,9 @@ def fill_volume_with_model(
     stats.seconds = seconds_before + (time.perf_counter() - t_start)
     log.info("%s: %s", name, stats.summary())
     if pool is not None:
-        log.info("%s: mask windows of %s voxels: %d regions outgrew theirs, %d found none free (block-sparse "
-                 "masks are slower; [fill] mask_memory_mb gives larger windows)", name, fmt_list(pool.window),
-                 pool.spills, pool.overflow)
+        log.info("%s: mask windows of %s voxels: %d moved over the box, %d regions outgrew theirs, %d found none "
+                 "free (block-sparse masks are slower; [fill] mask_memory_mb gives larger windows)", name,
+                 fmt_list(pool.window), pool.shifts, pool.spills, pool.overflow)
     return FillResult(labels=labels, conflict_count=conflicts, stats=stats, state=filler.current_state())
 
 
