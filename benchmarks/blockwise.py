@@ -13,12 +13,25 @@ would; ``--model FILE`` uses a trained model instead (on a
    face and are in more pieces in the blockwise fill than in the single one.
 2. Scale (``--scale-shape``): a larger volume on a ``LocalCluster`` of
    ``--workers`` workers, its wall time, peak RSS per worker beside the volume
-   and block sizes, and the throughput per worker against the single-process
-   fill of a volume of one block's size in the same run (goal >= 0.8).
+   and block sizes, where a block task's time goes, and the throughput per worker
+   against the single-process fill of a smaller volume in the same run (goal >= 0.8).
 3. One teravoxel on paper from the measured FOVs per voxel and storage per voxel.
 
-    python benchmarks/blockwise.py                       # defaults: about 5-10 minutes on 2 cores
-    python benchmarks/blockwise.py --scale-shape 512 512 512 --block 128   # the 512^3 run
+The single-process reference (``--reference-shape``, default one block's shape) is
+a box cut from the middle of the scale volume itself, filled in this process with
+as many torch threads as one worker gets, before the cluster starts. Until
+2026-12-02 it was a separate volume of one block's shape filled with this
+process's default threads, at whatever load the machine had then, while the
+cluster ran later: a comparison of two runs at different loads and thread counts
+on different data. It is still a smaller volume than the scale run's, so it runs
+faster per FOV than a single fill of the whole would (the fill's per-FOV cost grows
+with the regions), which makes the ratio conservative; the FOVs per voxel of the
+two are printed beside it. Rates are given per wall second and per CPU second
+(of the worker processes, and of this process for the reference), which other
+jobs on the machine do not change.
+
+    python benchmarks/blockwise.py                       # defaults: about 5 minutes on 2 idle cores
+    python benchmarks/blockwise.py --skip-quality --scale-shape 512 512 512 --block 128 128 128   # the 512^3 run
 """
 
 from __future__ import annotations
@@ -40,11 +53,16 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from diluvian.evaluate import evaluate_volumes  # noqa: E402
 from diluvian.fill import fill_volume_with_model  # noqa: E402
-from diluvian.fill.blockwise import VolumeSource, blockwise_fill, dask_client  # noqa: E402
+from diluvian.fill.blockwise import READ_BOX, VolumeSource, blockwise_fill, dask_client  # noqa: E402
 from diluvian.volumes import load_volumes  # noqa: E402
 from test_blockwise import make_oracle, oracle_cfg, read_output, write_dataset  # noqa: E402
 
 GPU_FOV_PER_S = 2800.0  # the FFN-sized network (-c gpu) in bf16 on one H100 (issue "fill engine")
+STEPS = ("setup", "open", "model", "read", "seeds", "fill", "save")
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def dataset(directory: Path, shape, seed: int) -> tuple[Path, np.ndarray]:
@@ -73,17 +91,42 @@ def store_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def _package_file() -> str:
+    import diluvian
+
+    return str(Path(diluvian.__file__).parent)
+
+
+def seed_margin_arg(text: str):
+    return READ_BOX if text in ("read-box", READ_BOX) else int(text)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quality-shape", type=int, nargs=3, default=(64, 128, 128))
-    p.add_argument("--scale-shape", type=int, nargs=3, default=(128, 256, 256))
+    p.add_argument("--scale-shape", type=int, nargs=3, default=(64, 192, 192))
     p.add_argument("--block", type=int, nargs=3, default=(64, 64, 64), help="write box of a block")
+    p.add_argument("--reference-shape", type=int, nargs=3, default=None,
+                   help="box of the scale volume that the single process fills (default: one block's shape)")
+    p.add_argument("--seed-margin", type=seed_margin_arg, default=None,
+                   help="voxels around the write box that a block takes seeds from, or read-box "
+                        "(default: [blockwise] seed_margin)")
+    p.add_argument("--margin-moves", type=int, default=None,
+                   help="margin beyond half the FOV, in moves (default: [blockwise] margin_moves)")
+    p.add_argument("--fov", type=int, default=9,
+                   help="the rule's FOV (input = output, cubic; move step (FOV - 1) / 2): 9, or 17 for step 8")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--model", default=None, help="a model file instead of the rule")
+    p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--skip-scale", action="store_true")
     p.add_argument("--workdir", default=None)
     args = p.parse_args(argv)
     cfg = oracle_cfg()
+    if args.fov != 9:
+        import dataclasses
+
+        fov = (int(args.fov),) * 3
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, input_fov_shape=fov, output_fov_shape=fov))
     model = predictor = make_oracle(cfg.model)
     if args.model:
         from diluvian.config import load_config
@@ -93,56 +136,82 @@ def main(argv=None) -> int:
         model = args.model  # blockwise tasks load the file
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_blockwise_"))
     block = tuple(args.block)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}")
+    seed_margin = cfg.blockwise.seed_margin if args.seed_margin is None else args.seed_margin
+    print(f"code: {_package_file()}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}; "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {load()}")
     print(f"fill: FOV {list(cfg.model.input_fov_shape)}, move step {list(cfg.model.move_step)}, "
-          f"predictor {'rule' if not args.model else args.model}; blocks {list(block)}")
+          f"predictor {'rule' if not args.model else args.model}; blocks {list(block)}, seed margin {seed_margin}, margin moves "
+          f"{cfg.blockwise.margin_moves if args.margin_moves is None else args.margin_moves}")
 
     # 1. quality
-    qdir = work / "quality"
-    toml, lab = dataset(qdir, args.quality_shape, seed=1)
-    vol = load_volumes([toml])["v"]
-    t0 = time.perf_counter()
-    single = np.asarray(fill_volume_with_model(vol, predictor, cfg, progress=False).labels)
-    t_single = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    r = blockwise_fill(VolumeSource((str(toml),), "v"), model, cfg, qdir / "seg", block_shape=block,
-                       overwrite=True, progress=False)
-    t_block = time.perf_counter() - t0
-    seg = read_output(qdir / "seg")
-    res = tuple(vol.resolution)
-    s1 = evaluate_volumes(lab, single, resolution=res, border_threshold_nm=0)
-    s2 = evaluate_volumes(lab, seg, resolution=res, border_threshold_nm=0)
-    crossing = crossing_objects(lab, block)
-    cut = [o for o in crossing if pieces(seg, lab, o) > pieces(single, lab, o)]
-    print(f"\n## quality: {list(args.quality_shape)} voxels, {r.blocks} blocks (serial)")
-    print(f"single fill: {t_single:.1f} s, VOI split {s1.voi_split:.3f}, merge {s1.voi_merge:.3f}, "
-          f"{len(np.unique(single)) - 1} objects")
-    print(f"blockwise:   {t_block:.1f} s, VOI split {s2.voi_split:.3f}, merge {s2.voi_merge:.3f}, {r.objects} objects, "
-          f"{r.joined} block-range ids joined")
-    print(f"difference: VOI split {s2.voi_split - s1.voi_split:+.3f}, merge {s2.voi_merge - s1.voi_merge:+.3f} bits")
-    print(f"ground-truth objects crossing a block face: {len(crossing)}; in more pieces than in the single fill: "
-          f"{len(cut)}")
-    print(f"voxels claimed by one fill and not the other: {((seg > 0) != (single > 0)).mean():.2%}")
+    if not args.skip_quality:
+        qdir = work / "quality"
+        toml, lab = dataset(qdir, args.quality_shape, seed=1)
+        vol = load_volumes([toml])["v"]
+        t0 = time.perf_counter()
+        single = np.asarray(fill_volume_with_model(vol, predictor, cfg, progress=False).labels)
+        t_single = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        r = blockwise_fill(VolumeSource((str(toml),), "v"), model, cfg, qdir / "seg", block_shape=block,
+                           overwrite=True, progress=False, seed_margin=seed_margin, margin_moves=args.margin_moves)
+        t_block = time.perf_counter() - t0
+        seg = read_output(qdir / "seg")
+        res = tuple(vol.resolution)
+        s1 = evaluate_volumes(lab, single, resolution=res, border_threshold_nm=0)
+        s2 = evaluate_volumes(lab, seg, resolution=res, border_threshold_nm=0)
+        crossing = crossing_objects(lab, block)
+        cut = [o for o in crossing if pieces(seg, lab, o) > pieces(single, lab, o)]
+        print(f"\n## quality: {list(args.quality_shape)} voxels, {r.blocks} blocks (serial); {load()}")
+        print(f"single fill: {t_single:.1f} s, VOI split {s1.voi_split:.3f}, merge {s1.voi_merge:.3f}, "
+              f"{len(np.unique(single)) - 1} objects, {(single == 0).mean():.2%} unclaimed")
+        print(f"blockwise:   {t_block:.1f} s, VOI split {s2.voi_split:.3f}, merge {s2.voi_merge:.3f}, {r.objects} objects, "
+              f"{(seg == 0).mean():.2%} unclaimed, {r.joined} block-range ids joined")
+        print(f"difference: VOI split {s2.voi_split - s1.voi_split:+.3f}, merge {s2.voi_merge - s1.voi_merge:+.3f} bits")
+        print(f"ground-truth objects crossing a block face: {len(crossing)}; in more pieces than in the single fill: "
+              f"{len(cut)}")
+        print(f"voxels claimed by one fill and not the other: {((seg > 0) != (single > 0)).mean():.2%}")
+        del vol, lab, single, seg
     if args.skip_scale:
         return 0
 
     # 2. scale
     sdir = work / "scale"
-    toml, _ = dataset(sdir, args.scale_shape, seed=2)
-    one = sdir / "one"
-    toml_one, _ = dataset(one, block, seed=3)
-    vol_one = load_volumes([toml_one])["v"]
     t0 = time.perf_counter()
-    r1 = fill_volume_with_model(vol_one, predictor, cfg, progress=False)
-    t_one = time.perf_counter() - t0
-    rate_one = np.prod(block) / t_one
+    toml, _ = dataset(sdir, args.scale_shape, seed=2)
+    del _
+    t_data = time.perf_counter() - t0
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    ref_shape = np.minimum(args.reference_shape or block, args.scale_shape)
+    ref_start = (np.asarray(args.scale_shape) - ref_shape) // 2
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    vol_one = load_volumes([toml], in_memory=False)["v"]
+    print(f"\n## scale: data written in {t_data:.0f} s; {load()}", flush=True)
+    t0, c0 = time.perf_counter(), time.process_time()
+    r1 = fill_volume_with_model(vol_one, predictor, cfg, bounds=(ref_start, ref_start + ref_shape), progress=False)
+    t_one, cpu_one = time.perf_counter() - t0, time.process_time() - c0
+    torch.set_num_threads(before)
+    ref_voxels = int(np.prod(ref_shape))
+    rate_one = ref_voxels / t_one
+    print(f"single process, box {ref_start.tolist()}+{ref_shape.tolist()} of the scale volume, {threads} torch "
+          f"thread(s): {t_one:.1f} s ({cpu_one:.1f} CPU s) = {rate_one / 1e3:.1f} kvoxel/s, "
+          f"{ref_voxels / cpu_one / 1e3:.1f} kvoxel per CPU s; {r1.stats.moves} FOVs = "
+          f"{r1.stats.moves / ref_voxels:.4f} per voxel, {r1.stats.moves / t_one:.0f} FOV/s; {load()}", flush=True)
+    ref_fovs = int(r1.stats.moves)
+    del r1, vol_one
     t0 = time.perf_counter()
     with dask_client(workers=args.workers) as client:
         t_up = time.perf_counter() - t0
+        where = set(client.run(_package_file).values())
+        print(f"cluster up in {t_up:.1f} s, workers import {', '.join(sorted(where))}; {load()}", flush=True)
         t0 = time.perf_counter()
         r = blockwise_fill(VolumeSource((str(toml),), "v"), model, cfg, sdir / "seg", block_shape=block,
                            overwrite=True, progress=sys.stderr.isatty(), keep_blocks=True,
-                           torch_threads=max(1, (os.cpu_count() or 1) // args.workers), client=client)
+                           torch_threads=threads, client=client, seed_margin=seed_margin,
+                           margin_moves=args.margin_moves)
         t_run = time.perf_counter() - t0
     voxels = int(np.prod(args.scale_shape))
     rss: dict[int, int] = {}
@@ -150,23 +219,29 @@ def main(argv=None) -> int:
         rss[s["pid"]] = max(rss.get(s["pid"], 0), s["peak_rss"])
     fovs = sum(s["fovs"] for s in r.block_stats)
     read_voxels = sum(s["voxels"] for s in r.block_stats)
+    busy = sum(s["seconds"] for s in r.block_stats)
+    cpu = sum(s["cpu"] for s in r.block_stats)
     rate_cluster = voxels / r.seconds["total"]
     out_bytes = store_bytes(sdir / "seg.zarr")
     block_bytes = store_bytes(sdir / "seg.blockwise")
     image_mb = voxels * 4 / 2**20  # float32 image
-    print(f"\n## scale: {list(args.scale_shape)} = {voxels / 1e6:.1f} Mvoxels ({image_mb:.0f} MiB float32 image, "
-          f"{voxels * 8 / 2**20:.0f} MiB uint64 labels), {r.blocks} blocks on a {args.workers}-worker LocalCluster")
+    print(f"scale: {list(args.scale_shape)} = {voxels / 1e6:.1f} Mvoxels ({image_mb:.0f} MiB float32 image, "
+          f"{voxels * 8 / 2**20:.0f} MiB uint64 labels), {r.blocks} blocks on a {args.workers}-worker LocalCluster; "
+          f"{load()}")
     print(f"cluster start {t_up:.1f} s; fill {r.seconds['fill']:.1f} s, reconcile {r.seconds['reconcile']:.1f} s, "
           f"relabel {r.seconds['relabel']:.1f} s, total {r.seconds['total']:.1f} s; {r.objects} objects")
     print(f"peak RSS per worker: {', '.join(f'{v / 2**20:.0f} MiB' for v in rss.values())} "
           f"(a block's read box: {max(s['voxels'] for s in r.block_stats) / 1e6:.2f} Mvoxels)")
+    steps = {k: sum(s["times"].get(k, 0.0) for s in r.block_stats) for k in STEPS}
+    print(f"block tasks: {busy:.1f} s busy in all ({busy / (args.workers * r.seconds['fill']):.0%} of the workers' "
+          f"fill phase), {cpu:.1f} CPU s; " + ", ".join(f"{k} {v / busy:.1%}" for k, v in steps.items()))
     print(f"read voxels / volume voxels (margin overhead): {read_voxels / voxels:.2f}")
-    print(f"single process, one block's size {list(block)}: {t_one:.1f} s = {rate_one / 1e3:.1f} kvoxel/s "
-          f"({r1.stats.moves} FOVs)")
     print(f"cluster: {rate_cluster / 1e3:.1f} kvoxel/s total, {rate_cluster / args.workers / 1e3:.1f} kvoxel/s per "
-          f"worker = {rate_cluster / args.workers / rate_one:.2f} of the single-process rate")
-    print(f"FOVs per output voxel: {fovs / voxels:.4f}; storage: output {out_bytes / voxels:.3f} B/voxel, "
-          f"block files while running {block_bytes / voxels:.3f} B/voxel")
+          f"worker = {rate_cluster / args.workers / rate_one:.2f} of the single-process rate; per CPU s of the block "
+          f"tasks {voxels / cpu / 1e3:.1f} kvoxel = {voxels / cpu / (ref_voxels / cpu_one):.2f} of the single "
+          f"process's; {fovs / busy:.0f} FOV/s per busy worker")
+    print(f"FOVs per output voxel: {fovs / voxels:.4f} (single process {ref_fovs / ref_voxels:.4f}); storage: output "
+          f"{out_bytes / voxels:.3f} B/voxel, block files while running {block_bytes / voxels:.3f} B/voxel")
 
     # 3. a teravoxel on paper
     tv = 1e12

@@ -224,11 +224,18 @@ def test_local_cluster_with_two_workers_equals_serial(dataset, serial_output, ca
     with caplog.at_level("INFO", logger="diluvian"):
         with dask_client(workers=2) as client:
             assert len(client.scheduler_info()["workers"]) == 2
+            assert set(client.run(_profiling).values()) == {False}  # the workers' profiler is off
             result = blockwise_fill(VolumeSource((str(toml),), "v"), make_oracle(cfg.model), cfg, d / "cluster",
                                     block_shape=(32, 32, 32), client=client, progress=False)
     assert "dashboard: http://" in caplog.text
     assert len({s["pid"] for s in result.block_stats} - {os.getpid()}) >= 1  # filled in worker processes
     np.testing.assert_array_equal(read_output(d / "cluster"), serial_output[1])
+
+
+def _profiling():
+    import dask
+
+    return dask.config.get("distributed.worker.profile.enabled")
 
 
 def _visible_devices():
