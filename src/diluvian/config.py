@@ -484,6 +484,14 @@ class PostprocessingConfig:
     claim_split_distance : float
         When > 0, those pieces are first split by a watershed from distance-transform peaks
         at least this many voxels apart.
+    agglomerate : bool
+        After claiming, join touching segments whose refills from both sides of their
+        contact agree (:mod:`diluvian.fill.agglomerate`).
+    agglomerate_min_contact : int
+        Voxel faces two segments must share to be tested.
+    agglomerate_agreement : float
+        Fraction of the other segment's voxels near the contact (within half an input FOV)
+        that each refill must cover for the two to join.
     """
 
     closing_shape: tuple[int, ...] = ()
@@ -497,6 +505,9 @@ class PostprocessingConfig:
     claim_grow_distance: float = 2.0
     claim_min_size: int = 20
     claim_split_distance: float = 5.0
+    agglomerate: bool = False
+    agglomerate_min_contact: int = 20
+    agglomerate_agreement: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.merge_overlap_fraction <= 1.0:
@@ -509,8 +520,11 @@ class PostprocessingConfig:
                               f"got {self.membrane_fraction}")
         if not 0.0 <= self.guard_max_leak <= 1.0:
             raise ConfigError(f"[postprocessing] guard_max_leak: expected a fraction in [0, 1], got {self.guard_max_leak}")
+        if not 0.0 <= self.agglomerate_agreement <= 1.0:
+            raise ConfigError(f"[postprocessing] agglomerate_agreement: expected a fraction in [0, 1], "
+                              f"got {self.agglomerate_agreement}")
         for key in ("boundary_sigma", "guard_interval", "claim_grow_distance", "claim_min_size",
-                    "claim_split_distance"):
+                    "claim_split_distance", "agglomerate_min_contact"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"[postprocessing] {key}: expected a number >= 0, got {getattr(self, key)}")
 

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..claim import claim_result
+from .agglomerate import agglomerate_result
 from ..config import Config, FillConfig
 from ..errors import ConfigError, DataError
 from ..network import model_run_config
@@ -166,6 +167,7 @@ def fill_volumes_to_files(
             job.volume, model, cfg, resume_state=state, resume_labels=labels, resume_conflicts=conflicts,
             checkpoint=ckpt, rng=rng, progress=progress, **fill_kwargs)
         result = claim_result(job.volume, result, cfg, int(fc.background_label_id))  # claim
+        result = agglomerate_result(job.volume, result, model, cfg, int(fc.background_label_id))
         write_segmentation(job.out_base, result.labels, result.conflict_count, job.volume.resolution, job.name,
                            comments=comments + [f"Fill result: {result.stats.summary()}"])
         if ckpt is not None:
