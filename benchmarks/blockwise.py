@@ -104,6 +104,7 @@ def seed_margin_arg(text: str):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quality-shape", type=int, nargs=3, default=(64, 128, 128))
+    p.add_argument("--quality-seed", type=int, default=1, help="random seed of the quality volume")
     p.add_argument("--scale-shape", type=int, nargs=3, default=(64, 192, 192))
     p.add_argument("--block", type=int, nargs=3, default=(64, 64, 64), help="write box of a block")
     p.add_argument("--reference-shape", type=int, nargs=3, default=None,
@@ -115,6 +116,8 @@ def main(argv=None) -> int:
                    help="margin beyond half the FOV, in moves (default: [blockwise] margin_moves)")
     p.add_argument("--fov", type=int, default=9,
                    help="the rule's FOV (input = output, cubic; move step (FOV - 1) / 2): 9, or 17 for step 8")
+    p.add_argument("--guard-interval", type=int, default=None,
+                   help="[postprocessing] guard_interval (0: no flood guards; default: the config's)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--model", default=None, help="a model file instead of the rule")
     p.add_argument("--skip-quality", action="store_true")
@@ -127,6 +130,11 @@ def main(argv=None) -> int:
 
         fov = (int(args.fov),) * 3
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, input_fov_shape=fov, output_fov_shape=fov))
+    if args.guard_interval is not None:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, postprocessing=dataclasses.replace(cfg.postprocessing,
+                                                                          guard_interval=args.guard_interval))
     model = predictor = make_oracle(cfg.model)
     if args.model:
         from diluvian.config import load_config
@@ -142,12 +150,13 @@ def main(argv=None) -> int:
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {load()}")
     print(f"fill: FOV {list(cfg.model.input_fov_shape)}, move step {list(cfg.model.move_step)}, "
           f"predictor {'rule' if not args.model else args.model}; blocks {list(block)}, seed margin {seed_margin}, margin moves "
-          f"{cfg.blockwise.margin_moves if args.margin_moves is None else args.margin_moves}")
+          f"{cfg.blockwise.margin_moves if args.margin_moves is None else args.margin_moves}, flood guards every "
+          f"{cfg.postprocessing.guard_interval} moves (0: off)")
 
     # 1. quality
     if not args.skip_quality:
         qdir = work / "quality"
-        toml, lab = dataset(qdir, args.quality_shape, seed=1)
+        toml, lab = dataset(qdir, args.quality_shape, seed=args.quality_seed)
         vol = load_volumes([toml])["v"]
         t0 = time.perf_counter()
         single = np.asarray(fill_volume_with_model(vol, predictor, cfg, progress=False).labels)
