@@ -39,6 +39,7 @@ from scipy import ndimage
 from ..config import Config
 from ..region import Region
 from ..stepper import fill_regions
+from .blockwise import UnionFind
 
 log = logging.getLogger(__name__)
 
@@ -109,23 +110,6 @@ def _seed(mask: NDArray[np.bool_], center: NDArray[np.int64], reach: NDArray[np.
     return idx[int(np.argmin(((idx - center) ** 2).sum(1)))].astype(np.int64)
 
 
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[int, int] = {}
-
-    def find(self, x: int) -> int:
-        p = self.parent.setdefault(x, x)
-        while p != x:
-            self.parent[x] = self.parent.setdefault(p, p)
-            x, p = p, self.parent[p]
-        return x
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
 def agglomerate(labels: NDArray, image: NDArray, model: Any, cfg: Config, *, min_contact: int = 20,
                 agreement: float = 0.5, box_radius: Any = None, max_moves: int = 30, background: int = 0,
                 move_batch_size: int = 32) -> tuple[NDArray, AgglomerationStats]:
@@ -183,7 +167,7 @@ def agglomerate(labels: NDArray, image: NDArray, model: Any, cfg: Config, *, min
     stats.tested = len(tests)
     if regions:
         fill_regions(regions, model, move_batch_size=move_batch_size, max_moves=max_moves)
-    uf = _UnionFind()
+    uf = UnionFind()
     for a, b, box, near, i in tests:
         sub = labels[box][near]
         fill_a = regions[i].mask[near] >= m.t_final
@@ -197,7 +181,7 @@ def agglomerate(labels: NDArray, image: NDArray, model: Any, cfg: Config, *, min
     out = labels.copy()
     if uf.parent:
         ids, inverse = np.unique(labels, return_inverse=True)
-        roots = np.array([uf.find(int(v)) if int(v) in uf.parent else int(v) for v in ids.tolist()], dtype=labels.dtype)
+        roots = np.array([uf.find(int(v)) for v in ids.tolist()], dtype=labels.dtype)
         out = roots[inverse.reshape(labels.shape)]
     stats.segments_after = int(len(np.unique(out[out != background])))
     return out, stats
