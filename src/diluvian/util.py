@@ -1,4 +1,4 @@
-"""Small helpers shared across modules: atomic output files, logging setup, plain numbers for messages."""
+"""Small helpers shared across modules: atomic output files, logging setup, plain numbers for messages, a union-find."""
 
 from __future__ import annotations
 
@@ -199,3 +199,31 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+class UnionFind:
+    """Union-find over integer IDs; the root of a set is its smallest ID."""
+
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while parent.get(x, x) != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    def union(self, x: int, y: int) -> None:
+        rx, ry = self.find(x), self.find(y)
+        if rx != ry:
+            lo, hi = (rx, ry) if rx < ry else (ry, rx)
+            self.parent[hi] = lo
+
+    def roots(self, ids: Any) -> Any:
+        """The roots of ``ids`` as a uint64 array."""
+        import numpy as np
+
+        return np.asarray([self.find(int(i)) for i in ids], dtype=np.uint64)

@@ -39,7 +39,7 @@ from scipy import ndimage
 from ..config import Config
 from ..region import Region
 from ..stepper import fill_regions
-from .blockwise import UnionFind
+from ..util import UnionFind
 
 log = logging.getLogger(__name__)
 

@@ -61,7 +61,7 @@ from numpy.typing import NDArray
 
 from ..config import Config, config_to_dict
 from ..errors import ConfigError, DataError, DatasetNotFoundError
-from ..util import atomic_path, check_writable_dir, fmt_list
+from ..util import UnionFind, atomic_path, check_writable_dir, fmt_list
 
 log = logging.getLogger(__name__)
 
@@ -195,31 +195,6 @@ def match_overlap(a: NDArray, b: NDArray, fraction: float) -> NDArray[np.uint64]
     pa, pb = up // len(ub), up % len(ub)
     ok = count >= fraction * np.minimum(na[pa], nb[pb])
     return np.stack([ua[pa[ok]], ub[pb[ok]]], axis=1).astype(np.uint64).reshape(-1, 2)
-
-
-class UnionFind:
-    """Union-find over integer IDs; the root of a set is its smallest ID."""
-
-    def __init__(self) -> None:
-        self.parent: dict[int, int] = {}
-
-    def find(self, x: int) -> int:
-        parent = self.parent
-        root = x
-        while parent.get(root, root) != root:
-            root = parent[root]
-        while parent.get(x, x) != root:  # path compression
-            parent[x], x = root, parent[x]
-        return root
-
-    def union(self, x: int, y: int) -> None:
-        rx, ry = self.find(x), self.find(y)
-        if rx != ry:
-            lo, hi = (rx, ry) if rx < ry else (ry, rx)
-            self.parent[hi] = lo
-
-    def roots(self, ids: NDArray) -> NDArray[np.uint64]:
-        return np.asarray([self.find(int(i)) for i in ids], dtype=np.uint64)
 
 
 def final_ids(core_ids: Sequence[NDArray], matches: Sequence[NDArray]) -> tuple[NDArray, NDArray]:
