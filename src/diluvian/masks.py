@@ -102,6 +102,16 @@ class WindowMask:
             return
         self.pool._grow(self.slot, (a0, a1, a2), (b0, b1, b2))
 
+    def value(self, z: int, y: int, x: int) -> float:
+        """The mask at one voxel (box coordinates), as a float (NaN: not predicted)."""
+        if self.sparse is None:
+            o, r = self._o, self._ready
+            a0, a1, a2 = z - o[0], y - o[1], x - o[2]
+            if r[0] <= a0 < r[3] and r[1] <= a1 < r[4] and r[2] <= a2 < r[5]:
+                return float(self.data[a0, a1, a2])  # type: ignore[index]
+            return float("nan")  # outside the window's initialised part: never written
+        return float(np.asarray(self.sparse[z:z + 1, y:y + 1, x:x + 1]).reshape(()))
+
     @property
     def spilled(self) -> bool:
         return self.sparse is not None

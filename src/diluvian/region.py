@@ -375,8 +375,15 @@ class Region:
 
     def seed_probability(self) -> float:
         """Current mask value at the seed voxel."""
-        s = self.seed
-        return float(np.asarray(self.mask[s[0]:s[0] + 1, s[1]:s[1] + 1, s[2]:s[2] + 1]).reshape(()))
+        return self.mask_value(self.seed)
+
+    def mask_value(self, voxel: Sequence[int]) -> float:
+        """Current mask value at one voxel (NaN: not predicted)."""
+        z, y, x = (int(v) for v in voxel)
+        value = getattr(self.mask, "value", None)  # a pool window reads one voxel directly
+        if value is not None:
+            return value(z, y, x)
+        return float(np.asarray(self.mask[z:z + 1, y:y + 1, x:x + 1]).reshape(()))
 
     # ------------------------------------------------------------------ results
 

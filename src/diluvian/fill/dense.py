@@ -100,8 +100,7 @@ LazyImage = ChunkCachedImage
 
 
 def _mask_value(region: Region, voxel: NDArray[np.int64]) -> float:
-    z, y, x = (int(v) for v in voxel)
-    return float(np.asarray(region.mask[z:z + 1, y:y + 1, x:x + 1]).reshape(()))
+    return region.mask_value(voxel)
 
 
 def _write_body(labels: Any, conflicts: Any, start: NDArray[np.int64], body: NDArray[np.bool_], label: int,
