@@ -94,13 +94,9 @@ class WindowMask:
         """
         if self.data is None:
             return
-        o, w, r = self._o, self.pool.window, self._ready
-        a0, a1, a2 = max(int(lo[0]) - o[0], 0), max(int(lo[1]) - o[1], 0), max(int(lo[2]) - o[2], 0)
-        b0, b1, b2 = min(int(hi[0]) - o[0], w[0]), min(int(hi[1]) - o[1], w[1]), min(int(hi[2]) - o[2], w[2])
-        if (a0 >= r[0] and a1 >= r[1] and a2 >= r[2] and b0 <= r[3] and b1 <= r[4] and b2 <= r[5]) \
-                or a0 >= b0 or a1 >= b1 or a2 >= b2:
-            return
-        self.pool._grow(self.slot, (a0, a1, a2), (b0, b1, b2))
+        o, w = self._o, self.pool.window
+        self._ensure(max(int(lo[0]) - o[0], 0), max(int(lo[1]) - o[1], 0), max(int(lo[2]) - o[2], 0),
+                     min(int(hi[0]) - o[0], w[0]), min(int(hi[1]) - o[1], w[1]), min(int(hi[2]) - o[2], w[2]))
 
     def value(self, z: int, y: int, x: int) -> float:
         """The mask at one voxel (box coordinates), as a float (NaN: not predicted)."""
@@ -198,7 +194,7 @@ class WindowMask:
         return True
 
     def _ensure(self, a0: int, a1: int, a2: int, b0: int, b1: int, b2: int) -> None:
-        """:meth:`prepare` for a box in window coordinates that lies inside the window."""
+        """:meth:`prepare` for a box in window coordinates, clipped to the window (may be empty)."""
         r = self._ready
         if not (a0 >= r[0] and a1 >= r[1] and a2 >= r[2] and b0 <= r[3] and b1 <= r[4] and b2 <= r[5]) \
                 and a0 < b0 and a1 < b1 and a2 < b2:

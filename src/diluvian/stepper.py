@@ -327,16 +327,13 @@ def apply_batch(slots: Sequence[Slot], outputs: Any, buffer: BatchBuffer) -> Non
                 continue
         slow.extend((region, block) for block in slot.blocks)
     if slow:
-        host = outputs
+        part, where = outputs, None
         if not isinstance(outputs, np.ndarray):  # a device tensor: one copy of the rows needed
             rows = sorted({b.row for _, b in slow})
             where = {r: i for i, r in enumerate(rows)}
             part = outputs[rows].cpu().numpy()
-            for region, block in slow:
-                region.add_mask(block, part[where[block.row]])
-        else:
-            for region, block in slow:
-                region.add_mask(block, host[block.row])
+        for region, block in slow:
+            region.add_mask(block, part[block.row if where is None else where[block.row]])
     if not fast_blocks:
         return
     first = fast_regions[0]
