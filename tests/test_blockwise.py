@@ -259,27 +259,68 @@ if __name__ == "__main__":
 """
 
 
-def test_kill_9_then_rerun_skips_finished_blocks_and_gives_the_same_output(dataset, serial_output, tmp_path):
+def _spawned(pid: int) -> list:
+    """The multiprocessing-spawned descendants of process ``pid`` (Dask's worker processes)."""
+    import psutil
+
+    out = []
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def _gone(procs, timeout: float = 20.0) -> bool:
+    """Whether all of ``procs`` (psutil processes) have ended (zombies count as ended) within ``timeout`` s."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for p in procs:
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() > deadline:
+            return not alive
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["serial", "local_cluster_2_workers"])
+def test_kill_9_then_rerun_skips_finished_blocks_and_gives_the_same_output(dataset, serial_output, tmp_path,
+                                                                           workers):
+    """kill -9 of the client's whole process group (with ``workers=2``, the client and its LocalCluster's
+    worker processes) once a block is done, then a serial rerun: it fills only the missing blocks."""
     d, toml, _ = dataset
     out = tmp_path / "killed"
     script = tmp_path / "run.py"
-    script.write_text(KILLED_RUN.format(here=str(HERE), workers=0, toml=str(toml), out=str(out)))
+    script.write_text(KILLED_RUN.format(here=str(HERE), workers=workers, toml=str(toml), out=str(out)))
     proc = subprocess.Popen([sys.executable, str(script)], start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     blocks_dir = Path(str(out) + ".blockwise") / "blocks"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
+    group = []
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             if blocks_dir.is_dir() and len(list(blocks_dir.glob("[0-9]*.npz"))) >= 1:
                 break
             time.sleep(0.05)
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        group = _spawned(proc.pid)
+        # the blocks are being filled by the cluster's worker processes, which the kill takes down too
+        assert len(group) == workers, [p.cmdline() for p in group]
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:  # it ended by itself: the assertion above says how
             pass
         proc.wait()
+    assert _gone(group), "a worker process outlived kill -9 of its process group"
     done = len(list(blocks_dir.glob("[0-9]*.npz")))
     assert 1 <= done < 4
     cfg = oracle_cfg()
@@ -291,6 +332,105 @@ def test_kill_9_then_rerun_skips_finished_blocks_and_gives_the_same_output(datas
     again = blockwise_fill(VolumeSource((str(toml),), "v"), make_oracle(cfg.model), cfg, out,
                            block_shape=(32, 32, 32), progress=False)
     assert again.filled == 0 and again.objects == result.objects
+
+
+def _start_scheduler_and_worker(tmp_path: Path, nworkers: int = 1) -> tuple[list, str]:
+    """A ``dask scheduler`` and a ``dask worker`` (nanny-managed, one thread per worker) on 127.0.0.1, as the
+    CLI would use them: ``(their Popen objects, the scheduler's address)``, once the workers are up."""
+    from distributed import Client
+
+    sched_file = tmp_path / "scheduler.json"
+    env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False")
+    procs = [subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
+                               ":0", "--scheduler-file", str(sched_file)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        procs.append(subprocess.Popen([str(DASK), "worker", "--scheduler-file", str(sched_file), "--nworkers",
+                                       str(nworkers), "--nthreads", "1", "--no-dashboard"], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        address = json.loads(sched_file.read_text())["address"]
+        with Client(address, timeout=30) as c:
+            c.wait_for_workers(nworkers, timeout=60)
+    except BaseException:
+        _stop(procs)
+        raise
+    return procs, address
+
+
+def _stop(procs) -> None:
+    for p in reversed(procs):
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.skipif(not DASK.exists(), reason="no dask executable next to the interpreter")
+def test_kill_9_of_a_worker_mid_fill_the_nanny_restarts_it_and_the_output_is_the_same(dataset, serial_output,
+                                                                                       tmp_path):
+    """A fill on a ``dask scheduler`` + ``dask worker`` (one nanny-managed worker process): once a block file is
+    done and the others are not, the worker process (the nanny's child) gets SIGKILL. The nanny starts a new
+    one, Dask reruns the lost task there, and the fill ends with the serial fill's output, each block once."""
+    import concurrent.futures
+
+    import psutil
+    import zarr
+    from distributed import Client
+
+    d, toml, _ = dataset
+    cfg = oracle_cfg()
+    out = tmp_path / "worker_killed"
+    blocks_dir = Path(str(out) + ".blockwise") / "blocks"
+    procs, address = _start_scheduler_and_worker(tmp_path)
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        with Client(address, timeout=30) as client:
+            (victim,) = client.run(os.getpid).values()
+            nanny = psutil.Process(procs[1].pid)
+            assert victim in [p.pid for p in nanny.children()]  # the worker process, not the nanny
+            fill = pool.submit(blockwise_fill, VolumeSource((str(toml),), "v"),
+                               make_oracle(cfg.model, delay=0.001), cfg, out, block_shape=(32, 32, 32),
+                               client=client, progress=False, keep_blocks=True)
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and not fill.done():
+                if blocks_dir.is_dir() and len(list(blocks_dir.glob("[0-9]*.npz"))) >= 1:
+                    break
+                time.sleep(0.02)
+            assert not fill.done(), fill.exception() or "the fill ended before the kill"
+            os.kill(victim, signal.SIGKILL)
+            assert _gone([psutil.Process(victim)])
+            # the blocks the victim finished (their files' inodes: a rewrite renames a new file onto the name)
+            done = {int(p.stem): p.stat().st_ino for p in blocks_dir.glob("[0-9]*.npz")}
+            assert 1 <= len(done) < 4  # killed in flight
+            result = fill.result(timeout=120)
+            (after,) = client.run(os.getpid).values()
+        assert after != victim and after in [p.pid for p in nanny.children()]  # the nanny's new worker
+    finally:
+        pool.shutdown(wait=False)
+        _stop(procs)
+    assert result.blocks == 4 and result.filled == 4
+    # the new worker filled the blocks the kill lost (the one in flight and those not started) and no other:
+    # a finished block whose task Dask reruns (the dead worker held its result) is not filled again
+    by_pid: dict[int, list[int]] = {}
+    for s in result.block_stats:
+        by_pid.setdefault(s["pid"], []).append(s["index"])
+    assert set(by_pid) <= {victim, after}
+    assert sorted(by_pid.get(after, [])) == sorted(set(range(4)) - set(done))
+    assert set(by_pid.get(victim, [])) <= set(done)
+    assert {int(p.stem): p.stat().st_ino for p in blocks_dir.glob("[0-9]*.npz") if int(p.stem) in done} == done
+    np.testing.assert_array_equal(read_output(out), serial_output[1])
+    # the manifest says complete and the work directory has one block file and one relabel marker per block
+    state = zarr.open_group(store=str(out) + ".zarr", mode="r").attrs["diluvian_blockwise"]
+    assert state["complete"] and state["manifest"]["blocks"] == 4 and state["objects"] == serial_output[0].objects
+    names = [f"{i:07d}" for i in range(4)]
+    assert sorted(p.name for p in blocks_dir.glob("[0-9]*.npz")) == [n + ".npz" for n in names]
+    assert sorted(p.name for p in (blocks_dir.parent / "relabelled").glob("[0-9]*")) == names
 
 
 def test_seeds_from_the_write_box_only_fill_no_object_that_lies_wholly_in_a_margin(dataset, kept_fills):

@@ -356,7 +356,13 @@ def _fill_task(job: _Job, block: Block) -> dict:
     ``times``: seconds of each step (``setup``: torch threads and imports, ``open``: the
     volume, ``model``: loading it, ``read``, ``seeds``, ``fill``, ``save``: the compressed
     block file).
+
+    A block whose done file exists is not filled again (``{"index", "skipped": True, "pid"}``): Dask reruns
+    the tasks whose results a lost worker held (a worker killed or restarted), finished blocks included.
     """
+    path = _block_file(job.work_dir, block.index)
+    if path.exists():
+        return {"index": block.index, "skipped": True, "pid": os.getpid()}
     t_start, cpu_start = time.perf_counter(), time.process_time()
     times: dict[str, float] = {}
     if job.torch_threads:
@@ -376,7 +382,6 @@ def _fill_task(job: _Job, block: Block) -> dict:
     hi = np.asarray(block.write_stop) - np.asarray(block.read_start)
     core = np.unique(labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
     core = core[core != 0]
-    path = _block_file(job.work_dir, block.index)
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, labels=labels, core_ids=core)
@@ -733,7 +738,8 @@ class BlockwiseResult:
         Wall time of each phase.
     block_stats : list of dict
         Per block filled here: ``seconds``, ``fovs``, ``voxels`` (read box), ``peak_rss``
-        (bytes, of the process that filled it), ``pid``.
+        (bytes, of the process that filled it), ``pid``. A block whose worker died after filling it,
+        before its result reached this process, has none (Dask's rerun of its task finds it done).
     """
 
     store: Path
@@ -900,7 +906,8 @@ def blockwise_fill(
     todo = [b for b in blocks if not _block_file(work_dir, b.index).exists()]
     log.info("%s: %d blocks of %s (+ margin %s), %d to fill, output chunks %s", source.name, len(blocks),
              bs.tolist(), margin.tolist(), len(todo), list(chunks))
-    stats = _run(client, _fill_task, [(job, b) for b in todo], "blocks filled", progress)
+    stats = [s for s in _run(client, _fill_task, [(job, b) for b in todo], "blocks filled", progress)
+             if not s.get("skipped")]
     seconds["fill"] = time.perf_counter() - t0
 
     # 2. reconcile
