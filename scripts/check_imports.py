@@ -36,6 +36,7 @@ LAYERS: list[list[str]] = [
     ["network", "model", "predict", "region", "flood", "batchops", "stepper", "outputs"],
     ["training", "fill", "sample_fill"],
     ["evaluate"],
+    ["selection"],
     ["view"],
     ["cli", "__main__", "__init__"],
 ]

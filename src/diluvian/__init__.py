@@ -33,6 +33,7 @@ _API = {
     "sparse_fill": "fill",
     "train_network": "training",
     "validate_model": "training",
+    "select_model": "selection",
     "build_network": "network",
     "load_model": "network",
 }

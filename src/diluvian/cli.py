@@ -570,6 +570,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                checkpoint_pattern=args.model_checkpoint_file, tensorboard=args.tensorboard,
                                early_restart=args.early_restart, rng=rng, max_minutes=args.max_minutes)
         print(result.summary(), flush=True)
+        if result.candidates:  # [training] select_by = "dense_fill"
+            from .selection import select_model
+
+            print(select_model(result.candidates, volumes, cfg, result.model_file).summary(), flush=True)
         if args.viewer:
             from .sample_fill import fill_validation_sample
             from .view import show_training_sample

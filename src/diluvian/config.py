@@ -386,6 +386,17 @@ class TrainingConfig:
     early_abort_epoch : int
         If > 0: abort when ``val_loss >= early_abort_loss`` at the end of this (1-based) epoch.
     early_abort_loss : float
+    select_by : {"metric", "dense_fill"}
+        Which epoch's weights ``BASE.pt`` holds at the end: the best ``val_subv_metric``
+        (``"metric"``), or, of the ``select_candidates`` best by it, the one whose dense
+        fill of a ``select_fill_shape`` box of every validation part has the lowest CREMI
+        score (``"dense_fill"``, :mod:`diluvian.selection`). A subvolume F-score cannot see
+        a region that runs on across neurons; a dense fill does.
+    select_candidates : int
+        Epochs kept (``BASE.candidates/``) for ``select_by = "dense_fill"``.
+    select_fill_shape : tuple of 3 ints
+        Voxels (at the training resolution) of the box filled per validation part, at its
+        centre (clipped to the part).
     label_erosion : tuple of 3 ints
         Binary erosion radius of the object mask before training.
     relabel_seed_component : bool
@@ -414,6 +425,9 @@ class TrainingConfig:
     patience: int = 10
     early_abort_epoch: int = 0
     early_abort_loss: float = 10.0
+    select_by: str = "metric"
+    select_candidates: int = 3
+    select_fill_shape: Vec3i = (32, 64, 64)
     label_erosion: Vec3i = (1, 1, 1)
     relabel_seed_component: bool = False
     exclude_label_zero: bool = True
@@ -430,10 +444,14 @@ class TrainingConfig:
     autocast: bool = True
 
     def __post_init__(self) -> None:
-        for key in ("num_gpus", "num_workers", "gpu_batch_size", "training_size", "validation_size", "total_epochs"):
+        for key in ("num_gpus", "num_workers", "gpu_batch_size", "training_size", "validation_size", "total_epochs",
+                    "select_candidates"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"[training] {key}: expected an int >= 1, got {getattr(self, key)}")
         _check_choice("training.device", self.device, ("auto", "cpu", "cuda"))
+        _check_choice("training.select_by", self.select_by, ("metric", "dense_fill"))
+        if len(self.select_fill_shape) != 3 or min(self.select_fill_shape) < 1:
+            raise ConfigError(f"[training] select_fill_shape: expected 3 ints >= 1, got {list(self.select_fill_shape)}")
         for perm in self.augment_permute_axes:
             if sorted(perm) != [0, 1, 2]:
                 raise ConfigError(f"[training] augment_permute_axes: expected permutations of [0, 1, 2], got {list(perm)}")

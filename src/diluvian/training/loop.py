@@ -18,7 +18,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -33,7 +33,7 @@ from ..stepper import RegionStepper, Slot
 from ..region import Block, Region
 from .data import PreparedSubvolume, Prefetcher, prepare_training_volumes, subvolume_stream, validation_subvolumes
 from .objective import _FillFactorWeights, _sample_losses, make_optimizer
-from .outputs import TrainingOutputs, checkpoint_name, progress_bar
+from .outputs import CandidateKeeper, TrainingOutputs, checkpoint_name, progress_bar
 from .validation import run_validation
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,10 @@ class TrainingResult:
     random_seed : int
         The seed of the run that finished (changes with ``--early-restart``).
     restarts : int
+    candidates : list of Path
+        With ``[training] select_by = "dense_fill"``: the model files of the best
+        epochs by the validation metric, best first (``BASE.candidates/``), for
+        :func:`diluvian.selection.select_model`.
     """
 
     model_file: Path
@@ -70,6 +74,7 @@ class TrainingResult:
     stop_reason: str
     random_seed: int
     restarts: int = 0
+    candidates: list[Path] = field(default_factory=list)
 
     def summary(self) -> str:
         best = "none" if self.best_epoch is None else f"{self.best_metric:.4f} at epoch {self.best_epoch}"
@@ -453,6 +458,8 @@ def _train_once(cfg: Config, volumes: Mapping[str, Any], base: str | os.PathLike
     best_epoch: int | None = None
     since_best = 0
     stop_reason = "completed"
+    keeper = (CandidateKeeper(outputs.candidates, tc.select_candidates, vm.mode) if tc.select_by == "dense_fill"
+              else None)
     global_step = 0
     train_budget = math.inf if max_minutes is None else 60.0 * max_minutes
     train_spent = 0.0  # seconds of training steps so far (validation excluded)
@@ -493,6 +500,9 @@ def _train_once(cfg: Config, volumes: Mapping[str, Any], base: str | os.PathLike
                 log.info("epoch %d: best %s so far, saved %s", epoch, "val_subv_metric", outputs.pt)
             else:
                 since_best += 1
+            if keeper is not None:
+                keeper.offer(epoch, val.metric, lambda path: save_model(
+                    path, model, cfg, optimizer_state=optimizer.state_dict(), epoch=epoch, metrics=metrics))
             if checkpoint_pattern:
                 save_model(checkpoint_name(checkpoint_pattern, epoch, metrics), model, cfg,
                            optimizer_state=optimizer.state_dict(), epoch=epoch, metrics=metrics)
@@ -521,4 +531,4 @@ def _train_once(cfg: Config, volumes: Mapping[str, Any], base: str | os.PathLike
                    metrics={k: v for k, v in history[-1].items() if k != "epoch"})
     return TrainingResult(model_file=outputs.pt, history=history, best_epoch=best_epoch,
                           best_metric=best if best is not None else math.nan, stop_reason=stop_reason,
-                          random_seed=cfg.random_seed)
+                          random_seed=cfg.random_seed, candidates=keeper.files if keeper is not None else [])

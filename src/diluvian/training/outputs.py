@@ -5,7 +5,8 @@ For ``-mo BASE``: ``BASE.toml`` (the effective config, at the start),
 ``BASE.csv`` (``epoch,loss,val_loss,val_subv_metric,time``, rewritten every
 epoch), ``BASE.png`` (the metric plot), per-epoch checkpoints with ``-mc`` and
 TensorBoard logs in ``BASE_logs/`` with ``--tensorboard``
-(:class:`TrainingOutputs` holds the names and the writer).
+(:class:`TrainingOutputs` holds the names and the writer), and with ``[training]
+select_by = "dense_fill"`` the best epochs in ``BASE.candidates/`` (:class:`CandidateKeeper`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from ..errors import ConfigError
 from ..region import Region
 from ..util import atomic_path, check_writable_dir
 
-__all__ = ["CSV_FIELDS", "write_history_csv", "write_metric_plot", "progress_bar", "checkpoint_name", "TrainingOutputs"]
+__all__ = ["CSV_FIELDS", "write_history_csv", "write_metric_plot", "progress_bar", "checkpoint_name", "TrainingOutputs",
+           "CandidateKeeper"]
 
 CSV_FIELDS = ("epoch", "loss", "val_loss", "val_subv_metric", "time")
 _TENSORBOARD_SCALARS = ("loss", "val_loss", "val_subv_metric", "fov_per_s", "moves_per_subvolume", "val_moves")
@@ -108,6 +110,7 @@ class TrainingOutputs:
         self.csv = base.with_name(base.name + ".csv")
         self.png = base.with_name(base.name + ".png")
         self.logs = base.with_name(base.name + "_logs")
+        self.candidates = base.with_name(base.name + ".candidates")
         self.tensorboard = tensorboard
         self.writer: Any = None
 
@@ -143,3 +146,45 @@ class TrainingOutputs:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+class CandidateKeeper:
+    """The ``keep`` best epochs by the validation metric, as model files in ``directory``.
+
+    ``directory/epoch_NNNN.pt`` for each kept epoch; an epoch that drops out of the best
+    ``keep`` loses its file. Ties keep the earlier epoch. Files of another run in the
+    directory are removed when the first epoch is offered.
+    """
+
+    def __init__(self, directory: str | os.PathLike, keep: int, mode: str) -> None:
+        self.directory = Path(directory)
+        self.keep = int(keep)
+        self.mode = mode
+        self.kept: list[tuple[float, int, Path]] = []  # (metric, epoch, file), best first
+        self._started = False
+
+    def _order(self, item: tuple[float, int, Path]) -> tuple[float, int]:
+        metric = item[0] if np.isfinite(item[0]) else (-np.inf if self.mode == "max" else np.inf)
+        return (-metric if self.mode == "max" else metric, item[1])
+
+    def offer(self, epoch: int, metric: float, save: Any) -> bool:
+        """Keep ``epoch`` if it is among the best; ``save(path)`` writes its model file. True when kept."""
+        if not self._started:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for old in self.directory.glob("epoch_*.pt"):
+                old.unlink()
+            self._started = True
+        item = (float(metric), int(epoch), self.directory / f"epoch_{int(epoch):04d}.pt")
+        ranked = sorted(self.kept + [item], key=self._order)
+        if item not in ranked[:self.keep]:
+            return False
+        save(item[2])
+        for dropped in ranked[self.keep:]:
+            dropped[2].unlink(missing_ok=True)
+        self.kept = ranked[:self.keep]
+        return True
+
+    @property
+    def files(self) -> list[Path]:
+        """The kept model files, best validation metric first."""
+        return [path for _, _, path in self.kept]
