@@ -522,23 +522,8 @@ def run_cli(capsys, *argv):
 
 def test_cli_on_dask_scheduler_and_worker_processes(cli_dataset, tmp_path, capsys):
     d, toml = cli_dataset
-    sched_file = tmp_path / "scheduler.json"
-    env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False")
-    procs = [subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
-                               ":0", "--scheduler-file", str(sched_file)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)]
+    procs, address = _start_scheduler_and_worker(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while not sched_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        procs.append(subprocess.Popen([str(DASK), "worker", "--scheduler-file", str(sched_file), "--nworkers", "1",
-                                       "--nthreads", "1", "--no-dashboard"], env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))
-        address = json.loads(sched_file.read_text())["address"]
-        from distributed import Client
-
-        with Client(address, timeout=30) as c:
-            c.wait_for_workers(1, timeout=60)
         out = tmp_path / "seg"
         rc, stdout, err = run_cli(capsys, "fill", "--blockwise", "--scheduler", address, "-v", toml, "-m",
                                   d / "tiny.pt", "--block-shape", 24, 24, 24, out)
@@ -546,10 +531,7 @@ def test_cli_on_dask_scheduler_and_worker_processes(cli_dataset, tmp_path, capsy
         assert "v: 4 blocks (4 filled now)" in stdout
         cluster = read_output(out)
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
+        _stop(procs)
     # the same in this process, and evaluate and view read the zarr output like any volume
     rc, _, err = run_cli(capsys, "fill", "--blockwise", "--workers", 0, "-v", toml, "-m", d / "tiny.pt",
                          "--block-shape", 24, 24, 24, tmp_path / "serial")
