@@ -570,7 +570,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                checkpoint_pattern=args.model_checkpoint_file, tensorboard=args.tensorboard,
                                early_restart=args.early_restart, rng=rng, max_minutes=args.max_minutes)
         print(result.summary(), flush=True)
-        if result.candidates:  # [training] select_by = "dense_fill"
+        if len(result.candidates) > 1:  # [training] select_by = "dense_fill", and a choice to make
             from .selection import select_model
 
             print(select_model(result.candidates, volumes, cfg, result.model_file).summary(), flush=True)
