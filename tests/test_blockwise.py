@@ -60,6 +60,28 @@ def make_oracle(model_cfg: ModelConfig, delay: float = 0.0):
     return predict
 
 
+def make_picky_oracle(model_cfg: ModelConfig, skip_above: float = 0.7):
+    """:func:`make_oracle` that never fills the objects brighter than ``skip_above`` (they stay unclaimed)."""
+    oracle = make_oracle(model_cfg)
+
+    def predict(images, masks):
+        n = len(images)
+        ref = images.reshape(n, -1)[np.arange(n), masks.reshape(n, -1).argmax(1)]
+        out = oracle(images, masks)
+        out[ref > skip_above] = 0.05
+        return out
+
+    return predict
+
+
+def claim_cfg() -> Config:
+    """:func:`oracle_cfg` with claiming on (the default of ``[postprocessing] claim``)."""
+    import dataclasses
+
+    cfg = oracle_cfg()
+    return dataclasses.replace(cfg, postprocessing=dataclasses.replace(cfg.postprocessing, claim=True))
+
+
 def write_dataset(directory: Path, shape=(24, 64, 64), seed=0) -> tuple[Path, np.ndarray]:
     """An HDF5 volume whose objects each have their own intensity (for the oracle), and its dataset TOML."""
     import h5py
@@ -177,7 +199,88 @@ def test_final_ids_are_consecutive_in_order_of_the_smallest_raw_id():
     assert final.tolist() == [1, 2, 3, 2]
 
 
+def test_claim_ids_join_matched_segments_and_number_them_after_the_fill_objects():
+    from diluvian.fill.blockwise import claim_ids
+
+    s = ID_STRIDE
+    new = [np.array([s + 1, s + 2], np.uint64), np.array([2 * s + 1, 2 * s + 3], np.uint64)]
+    keys, values = claim_ids(7, new, [np.array([[s + 2, 2 * s + 3]], np.uint64)])
+    assert keys.tolist() == [s + 1, s + 2, 2 * s + 1, 2 * s + 3]
+    assert values.tolist() == [8, 9, 10, 9]
+
+
+def test_matching_of_the_larger_share_does_not_join_two_pieces_through_one():
+    a = np.zeros((4, 4, 8), np.uint64)
+    b = np.zeros_like(a)
+    a[..., :] = 1  # one side kept a piece whole
+    b[..., :3], b[..., 3:] = 5, 6  # the other split it in 3 + 5
+    assert {tuple(m) for m in match_overlap(a, b, 0.5).tolist()} == {(1, 5), (1, 6)}  # 5 and 6 would join
+    assert match_overlap(a, b, 0.5, of="larger").tolist() == [[1, 6]]
+
+
 # --------------------------------------------------------------------------- fills
+
+
+@pytest.fixture(scope="module")
+def claimed_output(dataset):
+    """A serial blockwise fill with claiming, of objects a third of which the oracle leaves unclaimed."""
+    d, toml, _ = dataset
+    cfg = claim_cfg()
+    result = blockwise_fill(VolumeSource((str(toml),), "v"), make_picky_oracle(cfg.model), cfg, d / "claimed",
+                            block_shape=(32, 32, 32), progress=False)
+    return result, read_output(d / "claimed")
+
+
+def test_blockwise_claims_the_unclaimed_voxels_as_the_single_fill_does(dataset, claimed_output):
+    from diluvian.claim import claim_result
+    from diluvian.evaluate.chunked import evaluate_volumes
+    from diluvian.fill import fill_volume_with_model
+    from diluvian.volumes import load_volumes
+
+    _, toml, lab = dataset
+    result, seg = claimed_output
+    cfg = claim_cfg()
+    volume = load_volumes([toml])["v"]
+    raw = fill_volume_with_model(volume, make_picky_oracle(cfg.model), cfg, progress=False)
+    single = np.asarray(claim_result(volume, raw, cfg).labels)
+    assert (np.asarray(raw.labels) == 0).mean() > 0.2  # the oracle left a fifth or more unclaimed
+    assert result.claim["unclaimed_before"] > 0.2 * seg.size and result.claim["unclaimed_after"] == 0
+    assert (seg == 0).sum() == 0 and result.claim["segments"] > 5
+    assert np.unique(seg).tolist() == list(range(1, result.objects + 1))
+    ours = evaluate_volumes(lab, seg, border_threshold_nm=None, progress=False)
+    theirs = evaluate_volumes(lab, single, border_threshold_nm=None, progress=False)
+    assert abs(ours.voi_split - theirs.voi_split) <= 0.05 and abs(ours.voi_merge - theirs.voi_merge) <= 0.05
+    # an object no body filled that crosses a block face (y or x = 32) is not cut there: its largest
+    # segment is as large as the single fill's
+    crossing = set(np.unique(lab[:, 31:33, :])) | set(np.unique(lab[:, :, 31:33]))
+    skipped = [o for o in crossing if o and (np.asarray(raw.labels)[lab == o] == 0).all()]
+    assert len(skipped) >= 5
+    for o in skipped:
+        largest = [np.unique(s[lab == o], return_counts=True)[1].max() for s in (seg, single)]
+        assert largest[0] >= 0.9 * largest[1], (o, largest)
+
+
+def test_a_claim_phase_stopped_midway_resumes_to_the_same_output(dataset, claimed_output, tmp_path, monkeypatch):
+    from diluvian.fill import blockwise
+
+    _, toml, _ = dataset
+    cfg = claim_cfg()
+    real, written = blockwise._claim_write_task, []
+
+    def dies_after_two(*args):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(real(*args))
+
+    monkeypatch.setattr(blockwise, "_claim_write_task", dies_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        blockwise_fill(VolumeSource((str(toml),), "v"), make_picky_oracle(cfg.model), cfg, tmp_path / "seg",
+                       block_shape=(32, 32, 32), progress=False)
+    monkeypatch.setattr(blockwise, "_claim_write_task", real)
+    result = blockwise_fill(VolumeSource((str(toml),), "v"), make_picky_oracle(cfg.model), cfg, tmp_path / "seg",
+                            block_shape=(32, 32, 32), progress=False)
+    assert result.filled == 0 and result.objects == claimed_output[0].objects
+    np.testing.assert_array_equal(read_output(tmp_path / "seg"), claimed_output[1])
 
 
 def test_serial_blockwise_equals_the_single_fill_and_joins_objects_cut_by_faces(dataset, serial_output):

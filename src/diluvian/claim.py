@@ -18,7 +18,8 @@ the image's boundary evidence (:func:`~diluvian.postprocessing.boundary_evidence
 
 :func:`claim_result` applies it to a fill's result with the ``[postprocessing]`` keys
 ``claim``, ``claim_grow_distance``, ``claim_min_size``, ``boundary_sigma`` and
-``membrane_fraction``; ``diluvian fill`` runs it before writing.
+``membrane_fraction`` (:func:`claim_labels`); ``diluvian fill`` runs it before writing, and
+``fill --blockwise`` runs it block by block after reconciliation (:mod:`diluvian.fill.blockwise`).
 """
 
 from __future__ import annotations
@@ -168,6 +169,17 @@ def claim_unclaimed(
     return result, stats
 
 
+def claim_labels(labels: NDArray, image: NDArray, pp: Any, background: int = 0) -> tuple[NDArray[np.uint64], ClaimStats]:
+    """:func:`claim_unclaimed` with the ``[postprocessing]`` keys of ``pp`` (a :class:`~diluvian.config.PostprocessingConfig`).
+
+    The one place that maps the config onto the claiming step: the single-process fill
+    (:func:`claim_result`) and the blockwise fill's claim phase both call it.
+    """
+    return claim_unclaimed(labels, image, grow_distance=pp.claim_grow_distance, min_size=pp.claim_min_size,
+                           split_distance=pp.claim_split_distance, sigma=pp.boundary_sigma,
+                           membrane_fraction=pp.membrane_fraction, background=background)
+
+
 def claim_result(volume: Any, result: Any, cfg: Any, background: int = 0) -> Any:
     """A fill result with its unclaimed voxels claimed, by ``cfg.postprocessing`` (unchanged when ``claim`` is off).
 
@@ -178,17 +190,13 @@ def claim_result(volume: Any, result: Any, cfg: Any, background: int = 0) -> Any
     result : FillResult
     cfg : Config
     """
-    pp = cfg.postprocessing
-    if not pp.claim:
+    if not cfg.postprocessing.claim:
         return result
     labels = np.asarray(result.labels)
     if isinstance(volume, np.ndarray):
         image = volume
     else:
         image = volume.get_image((0, 0, 0), tuple(int(s) for s in labels.shape))
-    claimed, stats = claim_unclaimed(labels, image, grow_distance=pp.claim_grow_distance, min_size=pp.claim_min_size,
-                                     split_distance=pp.claim_split_distance,
-                                     sigma=pp.boundary_sigma, membrane_fraction=pp.membrane_fraction,
-                                     background=background)
+    claimed, stats = claim_labels(labels, image, cfg.postprocessing, background)
     log.info("%s: %s", getattr(volume, "name", "array"), stats.summary())
     return dataclasses.replace(result, labels=claimed)

@@ -32,6 +32,15 @@ Phases, each resumable:
    consecutive from 1 in the order of its smallest block-range ID, and each
    block's write box, with its patches, is written through that map into the
    output, block by block (``<output>.blockwise/relabelled/<i>`` marks the blocks done).
+4. **claim** (with ``[postprocessing] claim``, as the single-process fill): each
+   block claims the unclaimed voxels of its read box of the relabelled output
+   (:func:`~diluvian.claim.claim_labels`: its bodies and its neighbours' grow, the rest
+   becomes new segments of the block's ID range), saved to ``claims/<i>.npz``; new
+   segments are matched in the overlaps as in phase 2, only to each other (never to a
+   fill object, so that claiming never joins two), numbered after the fill's objects
+   and written into the write boxes (``claimed/<i>`` marks them).
+   The membrane threshold (``membrane_fraction``) is a quantile of each read box's
+   boundary evidence, as the flood guards' is in each block, not of the whole volume.
 
 The output is one zarr v3 group ``<output>.zarr`` holding the uint64 array
 ``0`` (chunks tile the write boxes, so no two tasks write one chunk) with OME-Zarr
@@ -70,7 +79,8 @@ __all__ = ["Block", "BlockwiseResult", "VolumeSource", "ID_STRIDE", "blockwise_f
 
 #: Block ``i``'s labels are ``(i + 1) * ID_STRIDE + label`` before the final relabel.
 ID_STRIDE = 2 ** 32
-MANIFEST_FORMAT = 2  # 2: seeds from the write box and a band (seed_margin), holes patched from face neighbours
+MANIFEST_FORMAT = 3  # 2: seeds from the write box and a band (seed_margin), holes patched from face neighbours;
+# 3: claiming ([postprocessing] claim) after the relabel
 MANIFEST_ATTR = "diluvian_blockwise"
 LABEL_ARRAY = "0"
 #: ``seed_margin`` of :func:`blockwise_fill` for seeds from the whole read box (the rule of manifest format 1).
@@ -175,7 +185,7 @@ def _face_neighbours(blocks: Sequence[Block]) -> dict[int, list[int]]:
 # --------------------------------------------------------------------------- reconciliation
 
 
-def match_overlap(a: NDArray, b: NDArray, fraction: float) -> NDArray[np.uint64]:
+def match_overlap(a: NDArray, b: NDArray, fraction: float, of: str = "smaller") -> NDArray[np.uint64]:
     """Pairs of objects that agree in an overlap: ``(label in a, label in b)``, shape (K, 2).
 
     ``a`` and ``b`` are two fills of the same box (0 = unclaimed). Objects
@@ -193,12 +203,12 @@ def match_overlap(a: NDArray, b: NDArray, fraction: float) -> NDArray[np.uint64]
     pair = ia[both].astype(np.int64) * len(ub) + ib[both]
     up, count = np.unique(pair, return_counts=True)
     pa, pb = up // len(ub), up % len(ub)
-    ok = count >= fraction * np.minimum(na[pa], nb[pb])
+    ok = count >= fraction * (np.minimum if of == "smaller" else np.maximum)(na[pa], nb[pb])
     return np.stack([ua[pa[ok]], ub[pb[ok]]], axis=1).astype(np.uint64).reshape(-1, 2)
 
 
-def final_ids(core_ids: Sequence[NDArray], matches: Sequence[NDArray]) -> tuple[NDArray, NDArray]:
-    """``(raw IDs, final IDs)``, both sorted by raw ID: one final ID per matched group, consecutive from 1.
+def final_ids(core_ids: Sequence[NDArray], matches: Sequence[NDArray], first: int = 1) -> tuple[NDArray, NDArray]:
+    """``(raw IDs, final IDs)``, both sorted by raw ID: one final ID per matched group, consecutive from ``first``.
 
     Groups are numbered in the order of their smallest raw ID; only raw IDs that
     occur in some write box (``core_ids``: a block's own IDs there and those of its patches) are listed.
@@ -211,7 +221,7 @@ def final_ids(core_ids: Sequence[NDArray], matches: Sequence[NDArray]) -> tuple[
     raw = raw[raw != 0]
     roots = uf.roots(raw) if uf.parent else raw.copy()
     order = np.unique(roots)
-    return raw, (np.searchsorted(order, roots) + 1).astype(np.uint64)
+    return raw, (np.searchsorted(order, roots) + int(first)).astype(np.uint64)
 
 
 def _apply_map(labels: NDArray, keys: NDArray, values: NDArray) -> NDArray[np.uint64]:
@@ -459,8 +469,6 @@ def _reconcile_task(job: _Job, mine: Block, forward: list[Block], faces: list[Bl
 
 def _relabel_task(job: _Job, block: Block, keys: NDArray, values: NDArray, chunks: Sequence[int]) -> int:
     """Dask task: write block ``block``'s write box, relabelled to final IDs and with its patches, into the output."""
-    import zarr
-
     labels = _load_block(job.work_dir, block.index)
     lo = np.asarray(block.write_start) - np.asarray(block.read_start)
     hi = np.asarray(block.write_stop) - np.asarray(block.read_start)
@@ -471,7 +479,14 @@ def _relabel_task(job: _Job, block: Block, keys: NDArray, values: NDArray, chunk
     except (OSError, ValueError, KeyError) as e:
         raise DataError(f"{_patch_file(job.work_dir, block.index)}: unreadable patch file ({e}); "
                         "rerun with --overwrite") from None
-    core = _apply_map(core, keys, values)
+    _write_box(job, block, _apply_map(core, keys, values), chunks, _relabel_marker(job.work_dir, block.index))
+    return block.index
+
+
+def _write_box(job: _Job, block: Block, core: NDArray, chunks: Sequence[int], marker: Path) -> None:
+    """Write ``core`` as block ``block``'s write box of the output, then its ``marker`` (the step's done file)."""
+    import zarr
+
     arr = zarr.open_array(store=str(Path(job.output) / LABEL_ARRAY), mode="r+")
     # a chunk a killed run left half-written must not be read back: remove this block's chunks first
     first = np.asarray(block.write_start) // np.asarray(chunks)
@@ -481,9 +496,111 @@ def _relabel_task(job: _Job, block: Block, keys: NDArray, values: NDArray, chunk
         with contextlib.suppress(FileNotFoundError):
             (Path(job.output) / LABEL_ARRAY / key).unlink()
     arr[tuple(slice(a, b) for a, b in zip(block.write_start, block.write_stop))] = core
-    marker = _relabel_marker(job.work_dir, block.index)
     with atomic_path(marker) as tmp:
         tmp.write_text("done\n")
+
+
+# --------------------------------------------------------------------------- claiming
+
+
+def _claim_file(work_dir: str | Path, index: int) -> Path:
+    return Path(work_dir) / "claims" / f"{index:07d}.npz"
+
+
+def _claim_marker(work_dir: str | Path, index: int) -> Path:
+    return Path(work_dir) / "claimed" / f"{index:07d}"
+
+
+def _write_slices(block: Block) -> tuple[slice, ...]:
+    """Block ``block``'s write box in its read box's coordinates."""
+    return tuple(slice(w - r, e - r) for w, e, r in zip(block.write_start, block.write_stop, block.read_start))
+
+
+def _claim_task(job: _Job, block: Block) -> dict:
+    """Dask task: claim the unclaimed voxels of block ``block``'s read box of the relabelled output.
+
+    Runs :func:`~diluvian.claim.claim_labels` on the output (final IDs, from every block
+    whose write box the read box covers) and the image of the read box, as the
+    single-process fill claims the whole volume; the segments it makes get IDs of the
+    block's range, ``(index + 1) * ID_STRIDE + 1`` on. The read box's result is saved to
+    the block's claim file (its done file). Returns the write box's unclaimed voxels
+    before and after.
+    """
+    path = _claim_file(job.work_dir, block.index)
+    if path.exists():
+        return {"index": block.index, "skipped": True}
+    import zarr
+
+    from ..claim import claim_labels
+
+    arr = zarr.open_array(store=str(Path(job.output) / LABEL_ARRAY), mode="r")
+    labels = np.asarray(arr[tuple(slice(a, b) for a, b in zip(block.read_start, block.read_stop))], dtype=np.uint64)
+    image = np.asarray(job.source.open(job.cfg).get_image(block.read_start, block.read_stop), dtype=np.float32)
+    claimed, _ = claim_labels(labels, image, job.cfg.postprocessing, 0)
+    top = np.uint64(labels.max()) if labels.size else np.uint64(0)
+    new = claimed > top  # claim_unclaimed numbers its segments above the largest label
+    claimed[new] += np.uint64((int(block.index) + 1) * ID_STRIDE) - top
+    core = claimed[_write_slices(block)]
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, labels=claimed)
+    return {"index": block.index, "before": int(np.count_nonzero(labels[_write_slices(block)] == 0)),
+            "after": int(np.count_nonzero(core == 0))}
+
+
+def _load_claim(work_dir: str | Path, index: int) -> NDArray:
+    path = _claim_file(work_dir, index)
+    try:
+        with np.load(path) as f:
+            return f["labels"]
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{path}: unreadable claim file ({e}); rerun with --overwrite") from None
+
+
+def _claim_match_task(job: _Job, mine: Block, forward: list[Block], fraction: float) -> tuple[NDArray, NDArray]:
+    """Dask task: ``(pairs, new IDs in mine's write box)`` of the claim phase.
+
+    Pairs are matches (:func:`match_overlap`, of the larger segment's voxels: the two
+    blocks claimed the same voxels with the same rule, so one segment is one segment on
+    both sides; a segment that one side split and the other did not stays split rather
+    than joining its pieces to a neighbour) between segments made by claiming, in
+    mine's claimed read box and those of its later neighbours ``forward``, in their
+    overlaps. A claimed segment is never joined to a fill object: where one block gave a
+    piece to a body and the other made it a segment, it is a piece that one block's read
+    box cut short (too small to be a segment there, so it went to its neighbour), and
+    joining would merge two objects through it.
+    """
+    labels = _load_claim(job.work_dir, mine.index)
+    pairs = [np.zeros((0, 2), dtype=np.uint64)]
+    for other in forward:
+        lo = np.maximum(mine.read_start, other.read_start)
+        hi = np.minimum(mine.read_stop, other.read_stop)
+        if (hi > lo).all():
+            p = match_overlap(_in_box(mine, lo, hi, labels), _in_box(other, lo, hi, _load_claim(job.work_dir,
+                                                                                             other.index)),
+                              fraction, of="larger")
+            pairs.append(p[(p >= ID_STRIDE).all(axis=1)])
+    core = labels[_write_slices(mine)]
+    return np.concatenate(pairs), np.unique(core[core >= ID_STRIDE])
+
+
+def claim_ids(objects: int, new_ids: Sequence[NDArray], pairs: Sequence[NDArray]) -> tuple[NDArray, NDArray]:
+    """``(new IDs, their final IDs)`` of the claim phase, sorted by new ID.
+
+    New IDs (those at or above ``ID_STRIDE``; ``new_ids``: the ones in some write box)
+    that match each other (``pairs``) form one segment; segments get IDs consecutive
+    from ``objects + 1``, in the order of their smallest new ID.
+    """
+    return final_ids(new_ids, pairs, first=int(objects) + 1)
+
+
+def _claim_write_task(job: _Job, block: Block, keys: NDArray, values: NDArray, chunks: Sequence[int]) -> int:
+    """Dask task: write block ``block``'s claimed write box, its new segments through ``keys -> values``."""
+    core = np.ascontiguousarray(_load_claim(job.work_dir, block.index)[_write_slices(block)])
+    new = core >= ID_STRIDE
+    if new.any():
+        core[new] = values[np.searchsorted(keys, core[new])]
+    _write_box(job, block, core, chunks, _claim_marker(job.work_dir, block.index))
     return block.index
 
 
@@ -740,6 +857,9 @@ class BlockwiseResult:
         Per block filled here: ``seconds``, ``fovs``, ``voxels`` (read box), ``peak_rss``
         (bytes, of the process that filled it), ``pid``. A block whose worker died after filling it,
         before its result reached this process, has none (Dask's rerun of its task finds it done).
+    claim : dict of str -> int
+        With ``[postprocessing] claim``: ``unclaimed_before`` and ``unclaimed_after`` (voxels of the
+        blocks claimed by this call) and ``segments`` (new segments in the output); else empty.
     """
 
     store: Path
@@ -751,10 +871,16 @@ class BlockwiseResult:
     joined: int
     seconds: dict
     block_stats: list
+    claim: dict = dataclasses.field(default_factory=dict)
 
     def summary(self) -> str:
+        claimed = ""
+        if self.claim:
+            n = int(np.prod(self.shape))
+            claimed = (f"claiming left {self.claim['unclaimed_after'] / n:.1%} unclaimed (was "
+                       f"{self.claim['unclaimed_before'] / n:.1%}; {self.claim['segments']} new segments), ")
         return (f"{self.blocks} blocks ({self.filled} filled now), {self.objects} objects, {self.joined} joined "
-                f"across block faces, " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
+                f"across block faces, {claimed}" + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
 
 
 def blockwise_fill(
@@ -894,7 +1020,7 @@ def blockwise_fill(
             _write_toml(toml, store, f"{source.name} segmentation", resolution, comments)
         return BlockwiseResult(store, toml, shape, len(blocks), 0, int(state.get("objects", 0)),
                                int(state.get("joined", 0)), seconds, [])
-    for sub in ("blocks", "patches", "relabelled"):
+    for sub in ("blocks", "patches", "relabelled", "claims", "claimed"):
         (work_dir / sub).mkdir(parents=True, exist_ok=True)
     job = _Job(source, str(model) if isinstance(model, os.PathLike) else model, cfg, options, str(work_dir),
                str(store), torch_threads, seed_margin)
@@ -931,8 +1057,16 @@ def blockwise_fill(
         calls.append((job, b, ids, final[np.searchsorted(raw, ids)], chunks))
     _run(client, _relabel_task, calls, "blocks relabelled", progress)
     seconds["relabel"] = time.perf_counter() - t0
-
     objects = int(final.max()) if len(final) else 0
+
+    # 4. claim (as the single-process fill does after its fill)
+    claim: dict[str, int] = {}
+    if cfg.postprocessing.claim:
+        t0 = time.perf_counter()
+        objects, claim = _claim_phase(client, job, blocks, neighbours, float(agreement_fraction), objects, chunks,
+                                      progress)
+        seconds["claim"] = time.perf_counter() - t0
+
     group.attrs[MANIFEST_ATTR] = {"manifest": manifest, "complete": True, "objects": objects, "joined": joined}
     _write_toml(toml, store, f"{source.name} segmentation", resolution,
                 list(comments) + [f"Blockwise fill: {len(blocks)} blocks of {bs.tolist()}, margin {margin.tolist()}, "
@@ -940,9 +1074,29 @@ def blockwise_fill(
     if not keep_blocks:
         shutil.rmtree(work_dir, ignore_errors=True)
     seconds["total"] = time.perf_counter() - t_start
-    result = BlockwiseResult(store, toml, shape, len(blocks), len(todo), objects, joined, seconds, stats)
+    result = BlockwiseResult(store, toml, shape, len(blocks), len(todo), objects, joined, seconds, stats, claim)
     log.info("%s: %s", source.name, result.summary())
     return result
+
+
+def _claim_phase(client: Any, job: _Job, blocks: Sequence[Block], neighbours: dict[int, list[int]],
+                 fraction: float, objects: int, chunks: Sequence[int], progress: bool) -> tuple[int, dict]:
+    """Claim the relabelled output block by block: ``(objects in the output, claim stats)``.
+
+    Each block claims its read box (:func:`_claim_task`); the new segments are matched in
+    the overlaps (:func:`_claim_match_task`, :func:`claim_ids`) and written into the write
+    boxes (:func:`_claim_write_task`). Resumable: claim files and ``claimed`` markers.
+    """
+    counts = [s for s in _run(client, _claim_task, [(job, b) for b in blocks], "blocks claimed", progress)
+              if not s.get("skipped")]
+    found = _run(client, _claim_match_task, [(job, b, [blocks[j] for j in neighbours[b.index]], fraction)
+                                             for b in blocks], "claims matched", progress, ordered=True)
+    keys, values = claim_ids(objects, [f[1] for f in found], [f[0] for f in found])
+    _run(client, _claim_write_task, [(job, b, keys, values, chunks) for b in blocks
+                                     if not _claim_marker(job.work_dir, b.index).exists()], "claims written", progress)
+    total = int(max(objects, int(values.max()) if len(values) else 0))
+    return total, {"unclaimed_before": sum(c["before"] for c in counts),
+                   "unclaimed_after": sum(c["after"] for c in counts), "segments": total - objects}
 
 
 def fill_volumes_blockwise(
