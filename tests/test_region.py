@@ -1,6 +1,5 @@
 """Region: move lattice, queue, mask update, moves, remask, bodies."""
 
-import dataclasses
 
 import numpy as np
 import pytest

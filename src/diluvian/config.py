@@ -27,7 +27,6 @@ import dataclasses
 import difflib
 import re
 import sys
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
