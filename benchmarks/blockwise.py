@@ -51,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "tests"))
 
+from diluvian.claim import claim_result  # noqa: E402
 from diluvian.evaluate import evaluate_volumes  # noqa: E402
 from diluvian.fill import fill_volume_with_model  # noqa: E402
 from diluvian.fill.blockwise import READ_BOX, VolumeSource, blockwise_fill, dask_client  # noqa: E402
@@ -151,7 +152,7 @@ def main(argv=None) -> int:
     print(f"fill: FOV {list(cfg.model.input_fov_shape)}, move step {list(cfg.model.move_step)}, "
           f"predictor {'rule' if not args.model else args.model}; blocks {list(block)}, seed margin {seed_margin}, margin moves "
           f"{cfg.blockwise.margin_moves if args.margin_moves is None else args.margin_moves}, flood guards every "
-          f"{cfg.postprocessing.guard_interval} moves (0: off)")
+          f"{cfg.postprocessing.guard_interval} moves (0: off), claiming {'on' if cfg.postprocessing.claim else 'off'}")
 
     # 1. quality
     if not args.skip_quality:
@@ -159,7 +160,8 @@ def main(argv=None) -> int:
         toml, lab = dataset(qdir, args.quality_shape, seed=args.quality_seed)
         vol = load_volumes([toml])["v"]
         t0 = time.perf_counter()
-        single = np.asarray(fill_volume_with_model(vol, predictor, cfg, progress=False).labels)
+        # claimed as `diluvian fill` does (and the blockwise fill, when [postprocessing] claim is on)
+        single = np.asarray(claim_result(vol, fill_volume_with_model(vol, predictor, cfg, progress=False), cfg).labels)
         t_single = time.perf_counter() - t0
         t0 = time.perf_counter()
         r = blockwise_fill(VolumeSource((str(toml),), "v"), model, cfg, qdir / "seg", block_shape=block,
