@@ -111,14 +111,18 @@ def dataset(tmp_path_factory):
     return d, toml, lab
 
 
+def serial_fill(toml: Path, cfg: Config, predictor, base: Path, **kwargs):
+    """A serial blockwise fill of the test dataset in blocks of 32³ (``base``: output name)."""
+    return blockwise_fill(VolumeSource((str(toml),), "v"), predictor, cfg, base, block_shape=(32, 32, 32),
+                          progress=False, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def serial_output(dataset):
     """The serial blockwise fill of the dataset: 4 blocks of 24 × 32 × 32."""
     d, toml, _ = dataset
     cfg = oracle_cfg()
-    result = blockwise_fill(VolumeSource((str(toml),), "v"), make_oracle(cfg.model), cfg, d / "serial",
-                            block_shape=(32, 32, 32), progress=False)
-    return result, read_output(d / "serial")
+    return serial_fill(toml, cfg, make_oracle(cfg.model), d / "serial"), read_output(d / "serial")
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +134,7 @@ def kept_fills(dataset):
     out = {}
     for rule in (0, "read box"):
         base = d / f"kept_{rule}"
-        out[rule] = (blockwise_fill(VolumeSource((str(toml),), "v"), make_oracle(cfg.model), cfg, base,
-                                    block_shape=(32, 32, 32), progress=False, keep_blocks=True, seed_margin=rule),
-                     base)
+        out[rule] = (serial_fill(toml, cfg, make_oracle(cfg.model), base, keep_blocks=True, seed_margin=rule), base)
     return out
 
 
@@ -226,9 +228,7 @@ def claimed_output(dataset):
     """A serial blockwise fill with claiming, of objects a third of which the oracle leaves unclaimed."""
     d, toml, _ = dataset
     cfg = claim_cfg()
-    result = blockwise_fill(VolumeSource((str(toml),), "v"), make_picky_oracle(cfg.model), cfg, d / "claimed",
-                            block_shape=(32, 32, 32), progress=False)
-    return result, read_output(d / "claimed")
+    return serial_fill(toml, cfg, make_picky_oracle(cfg.model), d / "claimed"), read_output(d / "claimed")
 
 
 def test_blockwise_claims_the_unclaimed_voxels_as_the_single_fill_does(dataset, claimed_output):
@@ -274,11 +274,9 @@ def test_a_claim_phase_stopped_midway_resumes_to_the_same_output(dataset, claime
 
     monkeypatch.setattr(blockwise, "_claim_write_task", dies_after_two)
     with pytest.raises(KeyboardInterrupt):
-        blockwise_fill(VolumeSource((str(toml),), "v"), make_picky_oracle(cfg.model), cfg, tmp_path / "seg",
-                       block_shape=(32, 32, 32), progress=False)
+        serial_fill(toml, cfg, make_picky_oracle(cfg.model), tmp_path / "seg")
     monkeypatch.setattr(blockwise, "_claim_write_task", real)
-    result = blockwise_fill(VolumeSource((str(toml),), "v"), make_picky_oracle(cfg.model), cfg, tmp_path / "seg",
-                            block_shape=(32, 32, 32), progress=False)
+    result = serial_fill(toml, cfg, make_picky_oracle(cfg.model), tmp_path / "seg")
     assert result.filled == 0 and result.objects == claimed_output[0].objects
     np.testing.assert_array_equal(read_output(tmp_path / "seg"), claimed_output[1])
 
