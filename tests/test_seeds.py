@@ -1,11 +1,11 @@
-"""Seed generators: sobel (cell interiors) and grid."""
+"""Seed generators: sobel and membrane (cell interiors) and grid."""
 
 import numpy as np
 import pytest
 
 from diluvian.config import ModelConfig
 from diluvian.errors import ConfigError, DataError
-from diluvian.seeds import generate_seeds, gradient_magnitude, grid, sobel, suppress_close
+from diluvian.seeds import SEED_GENERATORS, generate_seeds, gradient_magnitude, grid, membrane, sobel, suppress_close
 
 
 def two_cells(shape=(24, 40, 40), wall=(19, 21)):
@@ -53,6 +53,33 @@ def test_sobel_seeds_in_cell_interiors_3d():
     assert (seeds[:, 2] < 19).any() and (seeds[:, 2] >= 21).any()
     # raster order
     assert seeds.tolist() == sorted(seeds.tolist())
+
+
+def test_membrane_seeds_lie_in_the_middle_of_cells_away_from_membranes():
+    from diluvian.synthetic import synthesize_volume
+
+    # a noisy image, as EM is (on a noise-free one the flat interiors' zero evidence has no order)
+    img = two_cells() + np.random.default_rng(0).normal(0, 0.02, (24, 40, 40)).astype(np.float32)
+    seeds = membrane(img, (10, 10, 10))
+    assert (seeds[:, 2] < 18).any() and (seeds[:, 2] > 21).any()  # both cells
+    assert not ((seeds[:, 2] >= 18) & (seeds[:, 2] <= 21)).any()  # not on the membrane or next to it
+    assert seeds.tolist() == sorted(seeds.tolist())
+    # on the synthetic EM-like volume: seeds fall inside objects, far more often than on their boundaries
+    image, labels = synthesize_volume((32, 64, 64), seed=0, resolution=(20.0, 20.0, 20.0))
+    seeds = membrane(image, (20, 20, 20))
+    on = labels[tuple(seeds.T)]
+    assert len(seeds) >= 10 and (on != 0).mean() > 0.9
+    assert membrane(np.zeros((8, 8, 8), np.float32), (10, 10, 10)).shape == (0, 3)
+
+
+def test_seed_generator_names_are_the_configs_and_the_clis():
+    from diluvian.cli import make_parser
+    from diluvian.config import SEED_GENERATOR_NAMES
+
+    assert set(SEED_GENERATORS) == set(SEED_GENERATOR_NAMES)
+    fill = make_parser()._subparsers._group_actions[0].choices["fill"]
+    action = next(a for a in fill._actions if a.dest == "seed_generator")
+    assert set(action.choices) == set(SEED_GENERATOR_NAMES)
 
 
 def test_sobel_minimum_separation_is_euclidean_nm():

@@ -405,7 +405,8 @@ def _add_fill(sub, common) -> None:
                                    "SEGMENTATION_OUTPUT_FILE_checkpoint.hdf5/.toml (also on Ctrl-C); continue with "
                                    "--resume-file. The model file's [model] and [network] settings are used.")
     _fill_common_args(p)
-    p.add_argument("--seed-generator", dest="seed_generator", default=None, choices=("grid", "sobel"),
+    # the names of config.SEED_GENERATOR_NAMES (tested; config is not imported here, to keep -h fast)
+    p.add_argument("--seed-generator", dest="seed_generator", default=None, choices=("sobel", "membrane", "grid"),
                    help="Method to generate seed locations for flood filling (default: [fill] seed_generator, "
                         "sobel).")
     p.add_argument("--ordered-seeds", action="store_true", dest="ordered_seeds", default=None,

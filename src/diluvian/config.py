@@ -546,6 +546,10 @@ class PostprocessingConfig:
                 raise ConfigError(f"[postprocessing] {key}: expected a number >= 0, got {getattr(self, key)}")
 
 
+#: Names of the seed generators (:data:`diluvian.seeds.SEED_GENERATORS`), for ``[fill] seed_generator``.
+SEED_GENERATOR_NAMES = ("sobel", "membrane", "grid")
+
+
 @dataclass(frozen=True)
 class FillConfig:
     """``[fill]``: how ``fill`` (dense), ``sparse-fill`` and validation fills run; CLI flags override.
@@ -562,7 +566,10 @@ class FillConfig:
         Stop a region after this many moves; 0: no limit.
     remask_interval : int
         Every this many moves, keep only the seed-connected part of a region's mask; 0: never.
-    seed_generator : {"sobel", "grid"}
+    seed_generator : {"sobel", "membrane", "grid"}
+        Where seeds go (:mod:`diluvian.seeds`): cell interiors by the image gradient
+        (``sobel``, the original's) or by the boundary evidence (``membrane``, google/ffn's
+        policy), or a lattice (``grid``).
     ordered_seeds : bool
         Keep the generator's order instead of shuffling (with ``random_seed``).
     ignore_mask : bool
@@ -633,7 +640,7 @@ class FillConfig:
                               f"got {self.moves_per_step}")
         if self.mask_memory_mb <= 0:
             raise ConfigError(f"[fill] mask_memory_mb: expected a number > 0, got {self.mask_memory_mb}")
-        _check_choice("fill.seed_generator", self.seed_generator, ("sobel", "grid"))
+        _check_choice("fill.seed_generator", self.seed_generator, SEED_GENERATOR_NAMES)
         _check_choice("fill.mask_storage", self.mask_storage, ("pool", "octree"))
         _check_choice("fill.mask_device", self.mask_device, ("auto", "host", "model"))
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):

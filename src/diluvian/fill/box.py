@@ -128,7 +128,7 @@ def fill_volume_with_model(
     moves_per_step : int
         Blocks one region adds to each batch (1 reproduces the one-move-at-a-time
         fill; more trades exactness for fewer active regions).
-    seed_generator : {"sobel", "grid"}
+    seed_generator : {"sobel", "membrane", "grid"}
     seeds : ndarray of int, shape (N, 3), optional
         Explicit seeds (box coordinates); replaces the generator.
     ordered_seeds : bool
