@@ -67,11 +67,14 @@ def test_guard_stops_a_flood():
         assert len(body) == 1 and body[0] > 0
     assert len(np.unique(labels[gt > 0])) == 4
     assert guarded.stats.bodies == 4 and flood.stats.bodies == 1
+    assert guarded.stats.guard_trimmed >= 1 and flood.stats.guard_trimmed == 0
+    assert "trimmed by the flood guards" in guarded.stats.summary()
 
 
 def test_guard_leaves_a_normal_fill_alone():
     off, on = fill(cfg(guard_interval=0), oracle), fill(cfg(guard_interval=1), oracle)
     assert np.array_equal(off.labels, on.labels) and off.stats.moves == on.stats.moves
+    assert on.stats.guard_trimmed == 0
     assert len(np.unique(on.labels[on.labels > 0])) == 4
 
 

@@ -394,6 +394,7 @@ class DenseFiller:
                 continue
             guard = guard_of(self)  # guard: trim a body that leaked across membranes
             start, mask = body if guard is None else guard.accept(self.seeds[idx], body)  # guard:
+            stats.guard_trimmed += int(mask is not body[1])
             size = int(np.count_nonzero(mask))
             if size < max(1, self.min_body_size):
                 stats.dropped_small += 1

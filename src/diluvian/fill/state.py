@@ -51,6 +51,8 @@ class FillStats:
         Bodies that took an earlier body's label (``merge_overlap_fraction``).
     rejected_early : int
         Fills that stopped early, with ``reject_early_termination``.
+    guard_trimmed : int
+        Bodies that the flood guards cut back to their seed piece (they leaked across membranes).
     moves : int
         FOVs evaluated.
     wasted_moves : int
@@ -74,6 +76,7 @@ class FillStats:
     dropped_small: int = 0
     merged: int = 0
     rejected_early: int = 0
+    guard_trimmed: int = 0
     moves: int = 0
     wasted_moves: int = 0
     batches: int = 0
@@ -93,7 +96,8 @@ class FillStats:
         return (f"{self.bodies} bodies, {self.voxels_labelled} voxels labelled, {self.conflicts} conflict voxels; "
                 f"seeds {self.seeds_done}/{self.seeds} ({self.skipped_labelled} already labelled, "
                 f"{self.revoked} revoked, {self.no_body} without body, {self.dropped_small} too small, "
-                f"{self.merged} merged into an earlier body, {self.rejected_early} stopped early); "
+                f"{self.merged} merged into an earlier body, {self.rejected_early} stopped early, "
+                f"{self.guard_trimmed} trimmed by the flood guards); "
                 f"{self.moves} FOVs ({self.wasted_moves} wasted) in "
                 f"{self.batches} batches (mean {self.mean_batch:.1f} FOVs), {self.seconds:.1f} s, "
                 f"{self.fov_per_second:.1f} FOV/s")
