@@ -1,7 +1,7 @@
 """Blockwise dense fill of volumes larger than one machine, on Dask distributed.
 
-(Over 600 lines: tiling, the Dask tasks, reconciliation and the zarr output are one pipeline
-whose resume rules (manifest, done files) tie them together.)
+(Over 600 lines: tiling, the Dask tasks, reconciliation, claiming and the zarr output are one
+pipeline whose resume rules (manifest, done files) tie them together.)
 
 The volume is cut into blocks: a *write box* (the block's share of the output)
 plus a context margin of half an FOV and some moves on every side (the *read
@@ -388,9 +388,7 @@ def _fill_task(job: _Job, block: Block) -> dict:
     times["model"] = time.perf_counter() - t1
     labels, fovs = _fill_one_block(volume, model, job.cfg, block, job.options, job.seed_margin, times)
     t0 = time.perf_counter()
-    lo = np.asarray(block.write_start) - np.asarray(block.read_start)
-    hi = np.asarray(block.write_stop) - np.asarray(block.read_start)
-    core = np.unique(labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+    core = np.unique(labels[_write_slices(block)])
     core = core[core != 0]
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
@@ -401,17 +399,25 @@ def _fill_task(job: _Job, block: Block) -> dict:
             "times": times}
 
 
-def _load_block(work_dir: str | Path, index: int, what: str = "labels") -> NDArray:
-    path = _block_file(work_dir, index)
+def _load_npz(path: Path, what: str, kind: str) -> NDArray:
     try:
         with np.load(path) as f:
             return f[what]
     except (OSError, ValueError, KeyError) as e:
-        raise DataError(f"{path}: unreadable block file ({e}); rerun with --overwrite") from None
+        raise DataError(f"{path}: unreadable {kind} file ({e}); rerun with --overwrite") from None
+
+
+def _load_block(work_dir: str | Path, index: int, what: str = "labels") -> NDArray:
+    return _load_npz(_block_file(work_dir, index), what, "block")
 
 
 def _patch_file(work_dir: str | Path, index: int) -> Path:
     return Path(work_dir) / "patches" / f"{index:07d}.npz"
+
+
+def _write_slices(block: Block) -> tuple[slice, ...]:
+    """Block ``block``'s write box in its read box's coordinates."""
+    return tuple(slice(w - r, e - r) for w, e, r in zip(block.write_start, block.write_stop, block.read_start))
 
 
 def _in_box(block: Block, start: NDArray, stop: NDArray, labels: NDArray) -> NDArray:
@@ -433,9 +439,7 @@ def _reconcile_task(job: _Job, mine: Block, forward: list[Block], faces: list[Bl
     of the returned ones.
     """
     labels = _load_block(job.work_dir, mine.index)
-    lo = np.asarray(mine.write_start) - np.asarray(mine.read_start)
-    hi = np.asarray(mine.write_stop) - np.asarray(mine.read_start)
-    core = labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    core = labels[_write_slices(mine)]
     patched = core.copy()
     out = [np.zeros((0, 2), dtype=np.uint64)]
     by_index = {b.index: b for b in forward + faces}
@@ -470,9 +474,7 @@ def _reconcile_task(job: _Job, mine: Block, forward: list[Block], faces: list[Bl
 def _relabel_task(job: _Job, block: Block, keys: NDArray, values: NDArray, chunks: Sequence[int]) -> int:
     """Dask task: write block ``block``'s write box, relabelled to final IDs and with its patches, into the output."""
     labels = _load_block(job.work_dir, block.index)
-    lo = np.asarray(block.write_start) - np.asarray(block.read_start)
-    hi = np.asarray(block.write_stop) - np.asarray(block.read_start)
-    core = np.ascontiguousarray(labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+    core = np.ascontiguousarray(labels[_write_slices(block)])
     try:
         with np.load(_patch_file(job.work_dir, block.index)) as f:
             core.ravel()[f["positions"]] = f["labels"]
@@ -511,11 +513,6 @@ def _claim_marker(work_dir: str | Path, index: int) -> Path:
     return Path(work_dir) / "claimed" / f"{index:07d}"
 
 
-def _write_slices(block: Block) -> tuple[slice, ...]:
-    """Block ``block``'s write box in its read box's coordinates."""
-    return tuple(slice(w - r, e - r) for w, e, r in zip(block.write_start, block.write_stop, block.read_start))
-
-
 def _claim_task(job: _Job, block: Block) -> dict:
     """Dask task: claim the unclaimed voxels of block ``block``'s read box of the relabelled output.
 
@@ -549,12 +546,7 @@ def _claim_task(job: _Job, block: Block) -> dict:
 
 
 def _load_claim(work_dir: str | Path, index: int) -> NDArray:
-    path = _claim_file(work_dir, index)
-    try:
-        with np.load(path) as f:
-            return f["labels"]
-    except (OSError, ValueError, KeyError) as e:
-        raise DataError(f"{path}: unreadable claim file ({e}); rerun with --overwrite") from None
+    return _load_npz(_claim_file(work_dir, index), "labels", "claim")
 
 
 def _claim_match_task(job: _Job, mine: Block, forward: list[Block], fraction: float) -> tuple[NDArray, NDArray]:
