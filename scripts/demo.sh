@@ -3,6 +3,7 @@
 # synthesize two EM-like volumes, train a small model on one, segment the other
 # densely, score the segmentation against its ground truth, and draw a picture.
 # Usage: scripts/demo.sh OUTPUT_DIR   (make demo runs it in demo_output/)
+# DEMO_TRAIN_MINUTES (default 3) and DEMO_SEED (the training and fill -rs, default 1) change the run.
 set -euo pipefail
 out=${1:-demo_output}
 diluvian=${DILUVIAN:-diluvian}
@@ -24,10 +25,10 @@ TOML
 done
 
 step "2/6 train the small CPU model (config cpu_small) on the training volume for ${DEMO_TRAIN_MINUTES:=3} minutes"
-$diluvian train -c cpu_small -v "$out/train.toml" -mo "$out/model" -rs 1 --max-minutes "$DEMO_TRAIN_MINUTES"
+$diluvian train -c cpu_small -v "$out/train.toml" -mo "$out/model" -rs "${DEMO_SEED:=1}" --max-minutes "$DEMO_TRAIN_MINUTES"
 
 step "3/6 fill the test volume densely with the trained model"
-$diluvian fill -m "$out/model.pt" -v "$out/test.toml" "$out/segmentation_{volume}" -rs 1
+$diluvian fill -m "$out/model.pt" -v "$out/test.toml" "$out/segmentation_{volume}" -rs "$DEMO_SEED"
 
 step "4/6 evaluate the segmentation against the test volume's ground truth (CREMI metrics)"
 $diluvian evaluate -v "$out/test.toml" -v "$out/segmentation_test.toml" \
