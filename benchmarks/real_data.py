@@ -244,8 +244,8 @@ def logged_speeds(log_file: Path) -> dict:
     text = log_file.read_text()
     epochs = [float(m) for m in re.findall(r"epoch \d+: loss .*?; ([\d.]+) FOV/s", text)]
     out: dict = {"train_fov_s_median": float(np.median(epochs)) if epochs else None}
-    fill = re.findall(r": (\d+) bodies, .*?(\d+) FOVs \((\d+) wasted\) in \d+ batches, ([\d.]+) s, ([\d.]+) FOV/s",
-                      text)
+    fill = re.findall(r": (\d+) bodies, .*?(\d+) FOVs \((\d+) wasted\) in \d+ batches(?: \(mean [\d.]+ FOVs\))?, "
+                      r"([\d.]+) s, ([\d.]+) FOV/s", text)
     if fill:
         bodies, fovs, wasted, secs, rate = fill[-1]
         out.update(fill_bodies=int(bodies), fill_fovs=int(fovs), fill_wasted_fovs=int(wasted),
