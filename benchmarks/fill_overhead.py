@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 import torch  # noqa: E402
 
-from diluvian.config import Config, ModelConfig, PostprocessingConfig  # noqa: E402
+from diluvian.config import Config, FillConfig, ModelConfig, PostprocessingConfig  # noqa: E402
 from diluvian.fill import fill_volume_with_model  # noqa: E402
 from diluvian.synthetic import labelled_intensity_volume  # noqa: E402
 
@@ -159,6 +159,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", help="torch device of --storage device's runs (cpu, cuda)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     p.add_argument("--fill-batch", action="store_true", help="[fill] fill_batch: keep the batch full")
+    p.add_argument("--moves-per-step", type=int, default=1, help="[fill] moves_per_step (default 1)")
+    p.add_argument("--growth", type=int, default=0, help="[fill] moves_per_step_growth (default 0: off)")
+    p.add_argument("--moves-per-step-max", type=int, default=32, help="[fill] moves_per_step_max (default 32)")
     p.add_argument("--mask-memory-mb", type=float, default=None, help="[fill] mask_memory_mb (default 1024)")
     p.add_argument("--guards", action="store_true",
                    help="keep the flood guards on (they cost per region, not per FOV; off by default here)")
@@ -171,7 +174,9 @@ def main(argv=None) -> int:
     pp = PostprocessingConfig(min_body_size=100)
     if not args.guards:
         pp = dataclasses.replace(pp, guard_interval=0)
-    cfg = Config(model=model_cfg, postprocessing=pp)
+    fill = FillConfig(moves_per_step=args.moves_per_step, moves_per_step_growth=args.growth,
+                      moves_per_step_max=args.moves_per_step_max)
+    cfg = Config(model=model_cfg, postprocessing=pp, fill=fill)
     image, labels = labelled_intensity_volume(args.shape, seed=0, resolution_nm=args.resolution)
     from diluvian.seeds import sobel
 
@@ -181,7 +186,8 @@ def main(argv=None) -> int:
         seeds = seeds[: args.seeds]
     print(f"# machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
           f"numpy {np.__version__}, torch threads {torch.get_num_threads()}")
-    print(f"# flood guards {'on' if args.guards else 'off'}, fill_batch {args.fill_batch}")
+    print(f"# flood guards {'on' if args.guards else 'off'}, fill_batch {args.fill_batch}, moves_per_step "
+          f"{args.moves_per_step}, moves_per_step_growth {args.growth} (max {args.moves_per_step_max})")
     print(f"# volume {list(image.shape)}, {len(np.unique(labels)) - 1} objects, {len(seeds)} seeds; FOV {list(fov)} "
           f"-> {list(out)}, move step {list(model_cfg.move_step)}, batch {args.batch}")
     run(image, cfg, args.batch, seeds[:4], "pool")  # warm-up (compiles the kernels)

@@ -271,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="passed to fill: cap the moves of one region (bounds runaway merged regions)")
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--fill-batch", type=int, default=32, help="fill --move-batch-size (default 32, CPU)")
+    parser.add_argument("--moves-per-step", type=int, default=8,
+                        help="fill --moves-per-step (default 8: a region takes 8 moves per batch)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--claim-study", nargs="+", type=Path, default=None, metavar="RUN_DIR",
                         help="only score saved raw FIB-25 fills in each RUN_DIR with and without guards and "
@@ -314,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
                                                "-rs", str(args.seed), "--max-minutes", str(args.train_minutes)], log)
         cap = ["--max-moves", str(args.max_moves)] if args.max_moves else []
         entry["fill_s"] = run(diluvian + ["fill", "-m", str(model), *own, "-v", str(toml), "--partition-volumes",
-                                          *cap, "--move-batch-size", str(args.fill_batch), "-rs", str(args.seed),
+                                          *cap, "--move-batch-size", str(args.fill_batch),
+                                          "--moves-per-step", str(args.moves_per_step), "-rs", str(args.seed),
                                           str(out / "segmentation_{volume}")], log)
         entry["evaluate_s"] = run(diluvian + ["evaluate", *own, "-v", str(toml), "-v",
                                               str(out / f"segmentation_{ds}.toml"), "--partition-volumes", ds,

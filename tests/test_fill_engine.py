@@ -253,3 +253,62 @@ def test_device_pool_gives_the_host_pools_segmentation():
     assert len(np.unique(runs["host", 1024])) > 3
     for key, labels in runs.items():
         assert np.array_equal(labels, runs["host", 1024]), key
+
+
+def test_moves_per_step_grow_with_a_regions_own_moves():
+    from diluvian.stepper import RegionStepper
+
+    class R:
+        moves = 0
+
+    stepper = RegionStepper(moves_per_step=2, moves_per_step_growth=10, max_moves_per_step=6)
+    got = []
+    for m in (0, 9, 10, 25, 39, 40, 1000):
+        R.moves = m
+        got.append(stepper.moves_for(R))
+    assert got == [2, 2, 3, 4, 5, 6, 6]
+    assert RegionStepper(moves_per_step=3).moves_for(R) == 3  # no growth: always moves_per_step
+
+
+def test_growing_moves_per_step_fill_the_batch_with_a_result_free_of_scheduling(tmp_path):
+    """moves_per_step_growth: fuller batches; the result does not depend on the batch's other regions,
+    on the storage or on a resume (a region's moves per step are a function of its own moves)."""
+    from diluvian.fill.output import Checkpointer, load_resume
+
+    cfg = small_cfg()
+    cfg = dataclasses.replace(cfg, fill=dataclasses.replace(cfg.fill, moves_per_step_growth=3, moves_per_step_max=8))
+    image, _ = voronoi_volume(shape=(20, 36, 36), n=9, seed=3)
+    predict = make_oracle(cfg.model, noise=0.02)
+    runs = {}
+    for storage, fill_batch in (("pool", False), ("octree", False), ("pool", True)):
+        runs[storage, fill_batch] = fill_volume_with_model(image, predict, cfg, move_batch_size=16, fill_batch=fill_batch,
+                                                           mask_storage=storage, progress=False)
+    ref = runs["pool", False]
+    assert len(np.unique(ref.labels)) > 3
+    for key, r in runs.items():
+        assert np.array_equal(r.labels, ref.labels), key
+    plain = fill_volume_with_model(image, predict, small_cfg(), move_batch_size=16, progress=False)
+    assert ref.stats.mean_batch > plain.stats.mean_batch and ref.stats.batches < plain.stats.batches
+
+    ckpt = Checkpointer(tmp_path / "seg", image.shape, "array")
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(state, labels, conflicts):
+        ckpt(state, labels, conflicts)
+        if state.next_label > 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fill_volume_with_model(image, predict, cfg, move_batch_size=16, checkpoint=stop_after_two,
+                               checkpoint_interval=1, progress=False)
+    state, labels, conflicts, _ = load_resume(ckpt.toml_path)
+    assert state.options["moves_per_step_growth"] == 3 and 0 < state.next_seed < len(state.seeds)
+    resumed = fill_volume_with_model(image, predict, cfg, resume_state=state, resume_labels=labels,
+                                     resume_conflicts=conflicts, move_batch_size=8, progress=False)
+    assert np.array_equal(resumed.labels, ref.labels)  # another batch: the same (moves_per_step_max fits both)
+    from diluvian.errors import DataError
+
+    with pytest.raises(DataError, match="moves_per_step_max: expected at most the batch"):
+        fill_volume_with_model(image, predict, cfg, move_batch_size=4, progress=False)

@@ -292,6 +292,9 @@ def _fill_common_args(p: argparse.ArgumentParser) -> None:
                         "across its regions likewise). Overrides [fill] move_batch_size.")
     p.add_argument("--max-moves", dest="max_moves", type=int, default=None,
                    help="Cancel filling after this many moves.")
+    p.add_argument("--moves-per-step", dest="moves_per_step", type=int, default=None,
+                   help="Moves of one region per prediction batch (1: one move at a time; more: fewer, fuller "
+                        "batches, another segmentation). Overrides [fill] moves_per_step.")
     p.add_argument("--remask-interval", dest="remask_interval", type=int, default=None,
                    help="Interval in moves to reset filling region mask based on the seeded connected component.")
 
@@ -362,7 +365,7 @@ def _fill_blockwise(args: argparse.Namespace, cli_cfg) -> int:
         args.volume_files, args.model_file, cfg, args.segmentation_output_file, partition=args.partition_volumes,
         scheduler=args.scheduler, workers=args.workers, block_shape=args.block_shape, overwrite=args.overwrite,
         progress=sys.stderr.isatty(), move_batch_size=args.move_batch_size, max_moves=args.max_moves,
-        remask_interval=args.remask_interval, bias=args.bias, seed_generator=args.seed_generator,
+        moves_per_step=args.moves_per_step, remask_interval=args.remask_interval, bias=args.bias, seed_generator=args.seed_generator,
         ordered_seeds=args.ordered_seeds, ignore_mask=args.ignore_mask,
         reject_early_termination=args.reject_early_termination)
     for name, result in results.items():
@@ -370,8 +373,9 @@ def _fill_blockwise(args: argparse.Namespace, cli_cfg) -> int:
     return 0
 
 
-_FILL_FLAGS = ("move_batch_size", "max_moves", "remask_interval", "bias", "seed_generator", "ordered_seeds",
-               "ignore_mask", "background_label_id", "max_bodies", "reject_early_termination", "checkpoint_interval")
+_FILL_FLAGS = ("move_batch_size", "moves_per_step", "max_moves", "remask_interval", "bias", "seed_generator",
+               "ordered_seeds", "ignore_mask", "background_label_id", "max_bodies", "reject_early_termination",
+               "checkpoint_interval")
 """Flags of fill / sparse-fill that override ``[fill]`` keys of the same name (None: not given)."""
 
 
@@ -386,6 +390,7 @@ def _check_fill_args(args: argparse.Namespace) -> None:
     from .errors import DataError
 
     for flag, value, low in (("--move-batch-size", args.move_batch_size, 1), ("--max-moves", args.max_moves, 1),
+                             ("--moves-per-step", args.moves_per_step, 1),
                              ("--remask-interval", args.remask_interval, 1),
                              ("--max-bodies", getattr(args, "max_bodies", None), 1),
                              ("--checkpoint-interval", getattr(args, "checkpoint_interval", None), 0)):

@@ -562,6 +562,14 @@ class FillConfig:
     moves_per_step : int
         Moves one region contributes to a step (1: the exact one-move-at-a-time fill; more
         changes the result, as the original's ``move_batch_size`` did for one object).
+    moves_per_step_growth : int
+        A region takes one more move per step for every this many moves it has made (up
+        to the batch), so that a large object filling alone keeps the batch full; 0: always
+        ``moves_per_step``. A function of the region's own moves only: the result does not
+        depend on the other regions, the machine's speed or a resume.
+    moves_per_step_max : int
+        The most moves a region takes per step with ``moves_per_step_growth`` (at most
+        the batch size, so that the batch size does not change the result).
     max_moves : int
         Stop a region after this many moves; 0: no limit.
     remask_interval : int
@@ -610,6 +618,8 @@ class FillConfig:
 
     move_batch_size: int = 0
     moves_per_step: int = 1
+    moves_per_step_growth: int = 0
+    moves_per_step_max: int = 32
     max_moves: int = 0
     remask_interval: int = 0
     seed_generator: str = "sobel"
@@ -630,11 +640,14 @@ class FillConfig:
 
     def __post_init__(self) -> None:
         for key in ("move_batch_size", "max_moves", "remask_interval", "max_bodies", "checkpoint_interval",
-                    "background_label_id", "checkpoint_minutes"):
+                    "background_label_id", "checkpoint_minutes", "moves_per_step_growth"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"[fill] {key}: expected a number >= 0, got {getattr(self, key)}")
         if self.moves_per_step < 1:
             raise ConfigError(f"[fill] moves_per_step: expected an int >= 1, got {self.moves_per_step}")
+        if self.moves_per_step_max < self.moves_per_step:
+            raise ConfigError(f"[fill] moves_per_step_max: expected an int >= moves_per_step ({self.moves_per_step}), "
+                              f"got {self.moves_per_step_max}")
         if self.move_batch_size and self.moves_per_step > self.move_batch_size:
             raise ConfigError(f"[fill] moves_per_step: expected at most move_batch_size ({self.move_batch_size}), "
                               f"got {self.moves_per_step}")

@@ -11,7 +11,12 @@ so a region's result does not depend on which other regions share its batches (u
 to the network's own batch-size dependence of floating point results).
 
 A region alone with ``moves_per_step = k`` is the original diluvian's fill of one
-object with ``move_batch_size = k``.
+object with ``move_batch_size = k``. With ``moves_per_step_growth = g`` a region takes
+one more move per step for every ``g`` moves it has made (up to the batch): a large
+object that fills alone still fills the batch. The number of moves a region takes in a
+step depends only on its own move count, so its result still does not depend on the
+other regions, on the machine's speed or on a resume; a region whose moves do not fit
+in the rest of a batch waits for the next one (it is never given fewer).
 """
 
 from __future__ import annotations
@@ -223,6 +228,11 @@ class RegionStepper:
     ----------
     moves_per_step : int
         Blocks one region contributes per step (1: one move at a time, exactly).
+    moves_per_step_growth : int
+        A region takes one more block per step for every this many moves it has made;
+        0: always ``moves_per_step``.
+    max_moves_per_step : int, optional
+        Upper bound of the blocks per step (the batch size).
     max_moves : int, optional
         Stop once more than this many moves were made ("max_moves").
     remask_interval : int, optional
@@ -234,14 +244,25 @@ class RegionStepper:
 
     def __init__(self, *, moves_per_step: int = 1, max_moves: int | None = None,
                  remask_interval: int | None = None,
-                 stop_callback: Callable[[Region], bool] | None = None, callback_interval: int = 100) -> None:
+                 stop_callback: Callable[[Region], bool] | None = None, callback_interval: int = 100,
+                 moves_per_step_growth: int = 0, max_moves_per_step: int | None = None) -> None:
         if moves_per_step < 1:
             raise DataError(f"moves_per_step: expected an int >= 1, got {moves_per_step}")
+        if moves_per_step_growth < 0:
+            raise DataError(f"moves_per_step_growth: expected an int >= 0, got {moves_per_step_growth}")
         self.moves_per_step = moves_per_step
+        self.growth = int(moves_per_step_growth)
+        self.max_per_step = max(moves_per_step, int(max_moves_per_step or moves_per_step))
         self.max_moves = max_moves
         self.remask_interval = remask_interval
         self.stop_callback = stop_callback
         self.callback_interval = callback_interval
+
+    def moves_for(self, region: Region) -> int:
+        """Blocks ``region`` takes in its next step (a function of its own move count only)."""
+        if not self.growth:
+            return self.moves_per_step
+        return min(self.max_per_step, self.moves_per_step + region.moves // self.growth)
 
     def slot(self, key: Any, region: Region) -> Slot:
         return Slot(key, region, next_check=self.callback_interval, next_remask=self.remask_interval or 0)
@@ -254,7 +275,8 @@ class RegionStepper:
         region = slot.region
         blocks = []
         first = buffer.n if buffer is not None else 0
-        while len(blocks) < self.moves_per_step:
+        want = self.moves_for(region)
+        while len(blocks) < want:
             if buffer is not None:
                 if buffer.n >= len(buffer):
                     break
@@ -409,7 +431,7 @@ def collect_batch(predictor: Any, handle: Any, slots: list[Slot], timer: BatchTi
 
 
 def fill_regions(regions: Iterable[Region], predictor: Any, *, move_batch_size: int = 32, moves_per_step: int = 1,
-                 max_moves: int | None = None, remask_interval: int | None = None,
+                 moves_per_step_growth: int = 0, max_moves: int | None = None, remask_interval: int | None = None,
                  stop_callback: Callable[[Region], bool] | None = None, callback_interval: int = 100,
                  on_done: Callable[[int, Region, str], None] | None = None,
                  on_batch: Callable[[list[Block]], None] | None = None) -> list[str]:
@@ -439,8 +461,11 @@ def fill_regions(regions: Iterable[Region], predictor: Any, *, move_batch_size: 
 
     predictor = make_predictor(predictor)
     stepper = RegionStepper(moves_per_step=moves_per_step, max_moves=max_moves, remask_interval=remask_interval,
-                            stop_callback=stop_callback, callback_interval=callback_interval)
+                            stop_callback=stop_callback, callback_interval=callback_interval,
+                            moves_per_step_growth=moves_per_step_growth,
+                            max_moves_per_step=max(move_batch_size, moves_per_step))
     capacity = max(1, move_batch_size // moves_per_step)
+    rows = capacity * moves_per_step
     source = enumerate(regions)
     reasons: dict[int, str] = {}
     active: list[Slot] = []
@@ -453,7 +478,7 @@ def fill_regions(regions: Iterable[Region], predictor: Any, *, move_batch_size: 
 
     while True:
         batch: list[Slot] = []
-        i = 0
+        i = used = 0
         while True:
             if i >= len(active):
                 if exhausted or len(active) >= capacity:
@@ -464,8 +489,12 @@ def fill_regions(regions: Iterable[Region], predictor: Any, *, move_batch_size: 
                     break
                 active.append(stepper.slot(*nxt))
             slot = active[i]
+            if batch and used + stepper.moves_for(slot.region) > rows:
+                active[:] = active[i:] + active[:i]  # the regions left out go first next time
+                break
             if stepper.begin(slot):
                 batch.append(slot)
+                used += len(slot.blocks)
                 i += 1
             else:
                 done(slot)

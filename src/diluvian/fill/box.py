@@ -211,6 +211,10 @@ def fill_volume_with_model(
     moves_per_step = fc.moves_per_step
     if moves_per_step > move_batch_size:
         raise DataError(f"moves_per_step: expected 1..move_batch_size ({move_batch_size}), got {moves_per_step}")
+    rows = (move_batch_size // moves_per_step) * moves_per_step
+    if fc.moves_per_step_growth and fc.moves_per_step_max > rows:
+        raise DataError(f"[fill] moves_per_step_max: expected at most the batch ({rows} FOVs: move_batch_size "
+                        f"{move_batch_size}) with moves_per_step_growth, got {fc.moves_per_step_max}")
     start, stop = _box(volume, bounds)
     shape = tuple(int(v) for v in stop - start)
     name = getattr(volume, "name", "array")

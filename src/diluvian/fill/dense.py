@@ -210,11 +210,13 @@ class DenseFiller:
         self.t_final = float(opts["t_final"])
         self.merge_fraction = float(opts.get("merge_overlap_fraction", 0.0))
         moves_per_step = int(opts.get("moves_per_step", 1))
-        self.stepper = RegionStepper(
-            moves_per_step=moves_per_step, max_moves=opts["max_moves"], remask_interval=opts["remask_interval"],
-            stop_callback=self._stop_callback, callback_interval=SEED_CHECK_INTERVAL)
         self.capacity = max(1, move_batch_size // moves_per_step)
         self.batch_rows = self.capacity * moves_per_step
+        self.stepper = RegionStepper(
+            moves_per_step=moves_per_step, max_moves=opts["max_moves"], remask_interval=opts["remask_interval"],
+            stop_callback=self._stop_callback, callback_interval=SEED_CHECK_INTERVAL,
+            moves_per_step_growth=int(opts.get("moves_per_step_growth", 0)),
+            max_moves_per_step=min(self.batch_rows, int(opts.get("moves_per_step_max") or self.batch_rows)))
         pool = getattr(mask_factory, "__self__", None)  # MaskPool.acquire: FOVs and updates batched
         self.lanes = [_Lane(BatchBuffer(self.capacity * moves_per_step, cfg.model.input_fov_shape, image,
                                         pool if isinstance(pool, MaskPool) else None, cfg.model.v_false))
@@ -534,6 +536,9 @@ class DenseFiller:
             if slot.revoked:
                 lane.active.pop(i)
                 continue
+            if batch and lane.buffer.n + self.stepper.moves_for(slot.region) > self.batch_rows:
+                lane.active[:] = lane.active[i:] + lane.active[:i]  # the regions left out go first next time
+                break
             if self.stepper.begin(slot, lane.buffer):
                 batch.append(slot)
                 i += 1

@@ -202,6 +202,8 @@ def fill_options(cfg: Config) -> dict:
         "bias": bool(f.bias),
         "reject_early_termination": bool(f.reject_early_termination),
         "moves_per_step": int(f.moves_per_step),
+        "moves_per_step_growth": int(f.moves_per_step_growth),
+        "moves_per_step_max": int(f.moves_per_step_max) if f.moves_per_step_growth else None,
     }
     for key in ("t_move", "t_final", "v_true", "v_false", "move_priority", "move_recheck", "move_check_thickness",
                 "output_fov_move_fraction"):
