@@ -832,3 +832,31 @@ def test_a_seed_below_t_move_is_too_weak():
     filled = fill_region_with_model(image, predict, __import__("diluvian").Config(model=cfg), (20, 20, 20),
                                     move_batch_size=1)
     assert filled.reason == "callback" and filled.region.moves == 1 and filled.body is None
+
+
+def test_sparse_fill_takes_the_fill_configs_moves_per_step():
+    """sparse-fill honours [fill] moves_per_step (it used to step every region one move at a time)."""
+    import dataclasses
+
+    from diluvian.fill.sparse import sparse_fill
+    from diluvian.synthetic import labelled_intensity_volume
+    from diluvian.volumes import NdarrayVolume
+
+    image, labels = labelled_intensity_volume((24, 48, 48), seed=1, resolution_nm=20.0)
+    vol = NdarrayVolume("v", image, labels, resolution=(20, 20, 20))
+    oracle = make_oracle(small_cfg().model)
+    calls = {}
+    for k in (1, 4):
+        cfg = small_cfg()
+        cfg = dataclasses.replace(cfg, fill=dataclasses.replace(cfg.fill, moves_per_step=k))
+        n = [0]
+
+        def counting(images, masks, n=n):
+            n[0] += 1
+            return oracle(images, masks)
+
+        regions = sparse_fill({"v": vol}, counting, cfg, num_regions=3, bounds_num_moves=(1, 2, 2),
+                              move_batch_size=4, rng=np.random.default_rng(0))
+        assert len(regions) == 3 and all(r.reason for r in regions)
+        calls[k] = n[0]
+    assert calls[4] < calls[1]

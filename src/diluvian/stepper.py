@@ -431,7 +431,8 @@ def collect_batch(predictor: Any, handle: Any, slots: list[Slot], timer: BatchTi
 
 
 def fill_regions(regions: Iterable[Region], predictor: Any, *, move_batch_size: int = 32, moves_per_step: int = 1,
-                 moves_per_step_growth: int = 0, max_moves: int | None = None, remask_interval: int | None = None,
+                 moves_per_step_growth: int = 0, moves_per_step_max: int | None = None,
+                 max_moves: int | None = None, remask_interval: int | None = None,
                  stop_callback: Callable[[Region], bool] | None = None, callback_interval: int = 100,
                  on_done: Callable[[int, Region, str], None] | None = None,
                  on_batch: Callable[[list[Block]], None] | None = None) -> list[str]:
@@ -463,7 +464,8 @@ def fill_regions(regions: Iterable[Region], predictor: Any, *, move_batch_size: 
     stepper = RegionStepper(moves_per_step=moves_per_step, max_moves=max_moves, remask_interval=remask_interval,
                             stop_callback=stop_callback, callback_interval=callback_interval,
                             moves_per_step_growth=moves_per_step_growth,
-                            max_moves_per_step=max(move_batch_size, moves_per_step))
+                            max_moves_per_step=min(max(move_batch_size, moves_per_step),
+                                                   moves_per_step_max or max(move_batch_size, moves_per_step)))
     capacity = max(1, move_batch_size // moves_per_step)
     rows = capacity * moves_per_step
     source = enumerate(regions)

@@ -280,8 +280,10 @@ def sparse_fill(volumes: dict[str, Any], model: Any, cfg: Config, *, bounds: dic
             lists.append(made)
     regions = list(_interleave(lists))
     callback = seed_too_weak if bias else None
+    fc = cfg.fill  # a region's moves per pass, as in a dense fill
     kw = dict(max_moves=max_moves, remask_interval=remask_interval, stop_callback=callback,
-              callback_interval=SEED_CHECK_INTERVAL)
+              callback_interval=SEED_CHECK_INTERVAL, moves_per_step=fc.moves_per_step,
+              moves_per_step_growth=fc.moves_per_step_growth, moves_per_step_max=fc.moves_per_step_max)
     if interactive is None:
         reasons = fill_regions([r.region for r in regions], predictor, move_batch_size=move_batch_size, **kw)
         for r, reason in zip(regions, reasons):
@@ -289,7 +291,7 @@ def sparse_fill(volumes: dict[str, Any], model: Any, cfg: Config, *, bounds: dic
         return regions
     done = []
     for r in regions:
-        r.reason, = fill_regions([r.region], predictor, move_batch_size=1, **kw)
+        r.reason, = fill_regions([r.region], predictor, move_batch_size=fc.moves_per_step, **kw)
         done.append(r)
         if not interactive(r):
             break
