@@ -708,3 +708,13 @@ def test_the_manifest_holds_only_what_changes_the_segmentation():
     old = dict(base, format=1)
     del old["seed_margin"]
     assert {d.split(" ")[0] for d in _differences(old, base)} == {"format", "seed_margin"}
+
+
+def test_cli_moves_per_step_reaches_the_blocks_and_the_manifest(cli_dataset, tmp_path, capsys):
+    out = tmp_path / "seg"
+    rc, stdout, err = run_cli(capsys, *_blockwise_cli(cli_dataset, out, "--block-shape", 24, 24, 24,
+                                                      "--moves-per-step", 2))
+    assert rc == 0, err
+    # a rerun with another moves_per_step would make another segmentation: refused by the manifest
+    rc, _, err = run_cli(capsys, *_blockwise_cli(cli_dataset, out, "--block-shape", 24, 24, 24))
+    assert rc == 2 and "moves_per_step" in err, err
