@@ -365,8 +365,8 @@ def _fill_blockwise(args: argparse.Namespace, cli_cfg) -> int:
         args.volume_files, args.model_file, cfg, args.segmentation_output_file, partition=args.partition_volumes,
         scheduler=args.scheduler, workers=args.workers, block_shape=args.block_shape, overwrite=args.overwrite,
         progress=sys.stderr.isatty(), move_batch_size=args.move_batch_size, max_moves=args.max_moves,
-        moves_per_step=args.moves_per_step, remask_interval=args.remask_interval, bias=args.bias, seed_generator=args.seed_generator,
-        ordered_seeds=args.ordered_seeds, ignore_mask=args.ignore_mask,
+        moves_per_step=args.moves_per_step, remask_interval=args.remask_interval, bias=args.bias,
+        seed_generator=args.seed_generator, ordered_seeds=args.ordered_seeds, ignore_mask=args.ignore_mask,
         reject_early_termination=args.reject_early_termination)
     for name, result in results.items():
         print(f"{name}: {result.summary()} -> {result.toml}", flush=True)

@@ -461,13 +461,12 @@ def fill_regions(regions: Iterable[Region], predictor: Any, *, move_batch_size: 
     from .predict import make_predictor
 
     predictor = make_predictor(predictor)
+    capacity = max(1, move_batch_size // moves_per_step)
+    rows = capacity * moves_per_step  # a batch's FOVs; a region never takes more per step
     stepper = RegionStepper(moves_per_step=moves_per_step, max_moves=max_moves, remask_interval=remask_interval,
                             stop_callback=stop_callback, callback_interval=callback_interval,
                             moves_per_step_growth=moves_per_step_growth,
-                            max_moves_per_step=min(max(move_batch_size, moves_per_step),
-                                                   moves_per_step_max or max(move_batch_size, moves_per_step)))
-    capacity = max(1, move_batch_size // moves_per_step)
-    rows = capacity * moves_per_step
+                            max_moves_per_step=min(rows, moves_per_step_max or rows))
     source = enumerate(regions)
     reasons: dict[int, str] = {}
     active: list[Slot] = []
