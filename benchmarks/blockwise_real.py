@@ -30,8 +30,6 @@ import json
 import os
 import platform
 import re
-import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,25 +41,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from blockwise import crossing_objects, pieces  # noqa: E402  (the synthetic benchmark's face-cut count)
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("DILUVIAN_DATA_DIR", REPO.parent / "shared" / "data"))
+from real_data import data_dir, run  # noqa: E402
 
 
 def timed(cmd: list[str], log_file: Path) -> dict:
-    """Run ``cmd`` under ``/usr/bin/time -v``; return its wall seconds and peak RSS (MiB)."""
-    time_bin = "/usr/bin/time"
-    wrapped = ([time_bin, "-v"] if Path(time_bin).exists() else []) + cmd
-    print("$", " ".join(shlex.quote(c) for c in cmd), flush=True)
-    start = time.perf_counter()
-    with open(log_file, "a") as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        log.flush()
-        done = subprocess.run(wrapped, stdout=log, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.exit(f"command failed ({done.returncode}), see {log_file}")
+    """Run ``cmd`` under ``/usr/bin/time -v`` (when present); return its wall seconds and peak RSS (MiB)."""
+    time_v = ["/usr/bin/time", "-v"] if Path("/usr/bin/time").exists() else []
+    wall = run(time_v + cmd, log_file)
     rss = re.findall(r"Maximum resident set size \(kbytes\): (\d+)", log_file.read_text())
     return {"wall_s": wall, "peak_rss_mib": int(rss[-1]) / 1024 if rss else None}
 
@@ -126,18 +112,18 @@ def main(argv=None) -> int:
     results: dict = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
                                 f"{os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d %H:%M"),
                      "args": {k: str(v) for k, v in vars(args).items()}, "fills": {}}
+    seg = {}  # each fill's labels, for the face-cut count
     for name, cmd in runs.items():
         log = out / f"{name}.log"
         log.unlink(missing_ok=True)
         entry = timed(diluvian + cmd, log)
         seg_toml = out / f"{name}.toml"
         scores_json = out / f"{name}_scores.json"
-        subprocess.run(diluvian + ["evaluate", *configs, "-v", str(toml), "-v", str(seg_toml), "box",
-                                   "box segmentation", "--json", str(scores_json)],
-                       check=True, stdout=subprocess.DEVNULL)
+        run(diluvian + ["evaluate", *configs, "-v", str(toml), "-v", str(seg_toml), "box", "box segmentation",
+             "--json", str(scores_json)], log)
         scores = json.loads(scores_json.read_text())
         scores = scores.get("scores", scores)
-        labels = labels_of(seg_toml)
+        labels = seg[name] = labels_of(seg_toml)
         entry.update({k: scores.get(k) for k in ("voi_split", "voi_merge", "adapted_rand_error", "cremi_score")})
         entry["segments"] = int(len(np.unique(labels[labels != 0])))
         entry["unclaimed"] = float(np.mean(labels == 0))
@@ -153,7 +139,6 @@ def main(argv=None) -> int:
     single, block = results["fills"]["single"], results["fills"]["blockwise"]
     # ground-truth objects that cross a block face and are in more pieces blockwise than in one process,
     # counted at the fills' resolution (the ground truth subsampled to it)
-    seg = {name: labels_of(out / f"{name}.toml") for name in results["fills"]}
     with h5py.File(box_h5, "r") as f:
         gt = f["volumes/labels/neuron_ids"][:]
     step = [g // s for g, s in zip(gt.shape, seg["single"].shape)]
