@@ -176,6 +176,30 @@ def test_time_limit_stops_training_and_keeps_the_partial_epoch(tiny_cfg, volumes
         train_network(cfg, volumes, tmp_path / "m2", max_minutes=0)
 
 
+def test_validation_interval_validates_every_nth_and_the_last_epoch(tiny_cfg, volumes, tmp_path, monkeypatch):
+    import dataclasses
+
+    calls = []
+    real = training.loop.run_validation
+    monkeypatch.setattr(training.loop, "run_validation", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = dataclasses.replace(tiny_cfg, training=dataclasses.replace(
+        tiny_cfg.training, total_epochs=5, validation_interval=3, patience=100, training_size=4, validation_size=1))
+    result = train_network(cfg, volumes, tmp_path / "m", rng=np.random.default_rng(0))
+    validated = [h["epoch"] for h in result.history if np.isfinite(h["val_loss"])]
+    assert validated == [3, 5] and len(calls) == 2  # every 3rd epoch and the last
+    assert all(np.isnan(h["val_subv_metric"]) for h in result.history if h["epoch"] not in (3, 5))
+    assert result.best_epoch in (3, 5) and load_model(tmp_path / "m.pt")[2]["epoch"] == result.best_epoch
+    rows = list(csv.DictReader(open(tmp_path / "m.csv")))
+    assert [r["val_loss"] == "nan" for r in rows] == [True, True, False, True, False]
+    assert (tmp_path / "m.png").is_file()
+    # patience counts epochs; the epoch it would stop after is validated
+    cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, total_epochs=20, validation_interval=4,
+                                                                patience=2))
+    result = train_network(cfg, volumes, tmp_path / "p", rng=np.random.default_rng(0))
+    assert result.stop_reason == "early_stopping" and np.isfinite(result.history[-1]["val_loss"])
+    assert len(result.history) < 20
+
+
 def test_nan_loss_is_a_training_error(tiny_cfg, volumes, tmp_path, monkeypatch):
     def nan_loss(logits, targets):
         return (logits * float("nan")).mean(dim=(1, 2, 3, 4))

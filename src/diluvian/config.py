@@ -372,6 +372,10 @@ class TrainingConfig:
         Training FOVs per epoch (``steps = training_size // batch_size``).
     validation_size : int
         Validation subvolumes per epoch.
+    validation_interval : int
+        Validate every this many epochs (and always after the last one, and at
+        ``early_abort_epoch``); the epochs between keep no model and have NaN validation
+        columns. Only validated epochs can become ``BASE.pt``; ``patience`` still counts epochs.
     total_epochs : int
     reset_generators : bool
         Re-seed training subvolume sampling every epoch.
@@ -414,6 +418,7 @@ class TrainingConfig:
     gpu_batch_size: int = 32
     training_size: int = 4096
     validation_size: int = 64
+    validation_interval: int = 1
     total_epochs: int = 20
     reset_generators: bool = False
     fill_factor_bins: tuple[float, ...] = ()
@@ -443,8 +448,8 @@ class TrainingConfig:
     autocast: bool = True
 
     def __post_init__(self) -> None:
-        for key in ("num_gpus", "num_workers", "gpu_batch_size", "training_size", "validation_size", "total_epochs",
-                    "select_candidates"):
+        for key in ("num_gpus", "num_workers", "gpu_batch_size", "training_size", "validation_size",
+                    "validation_interval", "total_epochs", "select_candidates"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"[training] {key}: expected an int >= 1, got {getattr(self, key)}")
         _check_choice("training.device", self.device, ("auto", "cpu", "cuda"))

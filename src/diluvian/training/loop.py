@@ -408,14 +408,28 @@ def _epoch_loss(epoch: int, done: _EpochSteps) -> float:
 
 def _epoch_row(epoch: int, epoch_loss: float, done: _EpochSteps, groups: list[_SlotGroup], val: Any,
                batch_size: int, t0: float) -> dict[str, Any]:
-    """The history row of an epoch (raises TrainingError on a non-finite validation loss)."""
-    if not math.isfinite(val.loss):
+    """The history row of an epoch; ``val`` None for an epoch between validations (NaN columns).
+
+    Raises TrainingError on a non-finite validation loss.
+    """
+    if val is not None and not math.isfinite(val.loss):
         raise TrainingError(f"epoch {epoch}: the validation loss is {val.loss}")
     finished = sum(g.finished for g in groups)
     moves_per_subv = sum(g.finished_moves for g in groups) / finished if finished else float("nan")
-    return {"epoch": epoch, "loss": epoch_loss, "val_loss": val.loss, "val_subv_metric": val.metric,
+    nan = float("nan")
+    return {"epoch": epoch, "loss": epoch_loss, "val_loss": nan if val is None else val.loss,
+            "val_subv_metric": nan if val is None else val.metric,
             "time": time.perf_counter() - t0, "fov_per_s": done.steps_done * batch_size / done.train_time,
-            "moves_per_subvolume": moves_per_subv, "val_moves": float(np.mean(val.moves)) if val.moves else 0}
+            "moves_per_subvolume": moves_per_subv,
+            "val_moves": nan if val is None else float(np.mean(val.moves)) if val.moves else 0}
+
+
+def _validates(epoch: int, start_epoch: int, tc: Any, since_best: int, last: bool) -> bool:
+    """Whether ``epoch`` is validated: every ``validation_interval`` epochs, the last epoch,
+    the early-abort epoch, and an epoch after which ``patience`` would stop training."""
+    n = epoch - start_epoch
+    return (last or n % tc.validation_interval == 0 or since_best + 1 >= tc.patience
+            or (tc.early_abort_epoch > 0 and n == tc.early_abort_epoch))
 
 
 def _train_once(cfg: Config, volumes: Mapping[str, Any], base: str | os.PathLike, *,
@@ -484,23 +498,28 @@ def _train_once(cfg: Config, volumes: Mapping[str, Any], base: str | os.PathLike
             epoch_loss = _epoch_loss(epoch, done)
             if weights is not None:
                 weights.freeze()
-            val, kept = run_validation(model, val_set, cfg, device=setup.device,
-                                       keep_regions=3 if outputs.writer else 0, progress=progress)
+            last = done.timed_out or epoch == start_epoch + tc.total_epochs
+            val, kept = None, []
+            if _validates(epoch, start_epoch, tc, since_best, last):
+                val, kept = run_validation(model, val_set, cfg, device=setup.device,
+                                           keep_regions=3 if outputs.writer else 0, progress=progress)
             row = _epoch_row(epoch, epoch_loss, done, groups, val, tc.batch_size, t0)
             history.append(row)
             log.info("epoch %d: loss %.4f, val_loss %.4f, val_subv_metric %.4f (%s, beta %g); %.1f FOV/s, "
                      "%.1f moves per training subvolume, %.1f per validation subvolume; %.0f s", epoch, row["loss"],
-                     val.loss, val.metric, vm.metric, vm.beta, row["fov_per_s"], row["moves_per_subvolume"],
-                     row["val_moves"], row["time"])
+                     row["val_loss"], row["val_subv_metric"], vm.metric, vm.beta, row["fov_per_s"],
+                     row["moves_per_subvolume"], row["val_moves"], row["time"])
             metrics = {k: v for k, v in row.items() if k != "epoch"}
-            if _better(val.metric, best, vm.mode):
+            if val is None:
+                since_best += 1
+            elif _better(val.metric, best, vm.mode):
                 best, best_epoch, since_best = val.metric, epoch, 0
                 save_model(outputs.pt, model, cfg, optimizer_state=optimizer.state_dict(), epoch=epoch,
                            metrics=metrics)
                 log.info("epoch %d: best %s so far, saved %s", epoch, "val_subv_metric", outputs.pt)
             else:
                 since_best += 1
-            if keeper is not None:
+            if keeper is not None and val is not None:
                 keeper.offer(epoch, val.metric, lambda path: save_model(
                     path, model, cfg, optimizer_state=optimizer.state_dict(), epoch=epoch, metrics=metrics))
             if checkpoint_pattern:
@@ -508,7 +527,7 @@ def _train_once(cfg: Config, volumes: Mapping[str, Any], base: str | os.PathLike
                            optimizer_state=optimizer.state_dict(), epoch=epoch, metrics=metrics)
             outputs.end_epoch(history, f"{vm.metric}, beta {vm.beta:g}", kept)
             if tc.early_abort_epoch > 0 and epoch - start_epoch == tc.early_abort_epoch \
-                    and val.loss >= tc.early_abort_loss:
+                    and row["val_loss"] >= tc.early_abort_loss:
                 raise EarlyAbortError(f"epoch {epoch}: val_loss {val.loss:.4f} >= [training] early_abort_loss "
                                       f"{tc.early_abort_loss}")
             if stop_reason == "time_limit":

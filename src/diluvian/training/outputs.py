@@ -57,12 +57,14 @@ def write_metric_plot(path: str | os.PathLike, history: Sequence[Mapping[str, An
     fig = Figure(figsize=(7, 4.2), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
+    # epochs between validations (validation_interval > 1) have NaN validation columns: plot the others
+    val = [r for r in history if np.isfinite(r["val_loss"])]
     ax.plot(epochs, [r["loss"] for r in history], "o-", label="loss")
-    ax.plot(epochs, [r["val_loss"] for r in history], "s-", label="val_loss")
+    ax.plot([r["epoch"] for r in val], [r["val_loss"] for r in val], "s-", label="val_loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("binary cross-entropy")
     ax2 = ax.twinx()
-    ax2.plot(epochs, [r["val_subv_metric"] for r in history], "^-", color="tab:green", label="val_subv_metric")
+    ax2.plot([r["epoch"] for r in val], [r["val_subv_metric"] for r in val], "^-", color="tab:green", label="val_subv_metric")
     ax2.set_ylabel(f"val_subv_metric ({metric_name})" if metric_name else "val_subv_metric")
     ax2.set_ylim(0, 1)
     lines = ax.get_lines() + ax2.get_lines()
@@ -138,6 +140,8 @@ class TrainingOutputs:
         if self.writer is not None:
             row = history[-1]
             for k in _TENSORBOARD_SCALARS:
+                if not np.isfinite(row[k]):  # an epoch between validations
+                    continue
                 self.writer.add_scalar(f"epoch/{k}", row[k], row["epoch"])
             for j, region in enumerate(kept):
                 self.writer.add_image(f"validation/{j}", _region_snapshot(region), row["epoch"], dataformats="HW")
