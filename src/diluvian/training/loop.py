@@ -417,11 +417,11 @@ def _epoch_row(epoch: int, epoch_loss: float, done: _EpochSteps, groups: list[_S
     finished = sum(g.finished for g in groups)
     moves_per_subv = sum(g.finished_moves for g in groups) / finished if finished else float("nan")
     nan = float("nan")
-    return {"epoch": epoch, "loss": epoch_loss, "val_loss": nan if val is None else val.loss,
-            "val_subv_metric": nan if val is None else val.metric,
+    val_loss, val_metric, val_moves = (nan, nan, nan) if val is None else (
+        val.loss, val.metric, float(np.mean(val.moves)) if val.moves else 0)
+    return {"epoch": epoch, "loss": epoch_loss, "val_loss": val_loss, "val_subv_metric": val_metric,
             "time": time.perf_counter() - t0, "fov_per_s": done.steps_done * batch_size / done.train_time,
-            "moves_per_subvolume": moves_per_subv,
-            "val_moves": nan if val is None else float(np.mean(val.moves)) if val.moves else 0}
+            "moves_per_subvolume": moves_per_subv, "val_moves": val_moves}
 
 
 def _validates(epoch: int, start_epoch: int, tc: Any, since_best: int, last: bool) -> bool:
@@ -510,9 +510,7 @@ def _train_once(cfg: Config, volumes: Mapping[str, Any], base: str | os.PathLike
                      row["val_loss"], row["val_subv_metric"], vm.metric, vm.beta, row["fov_per_s"],
                      row["moves_per_subvolume"], row["val_moves"], row["time"])
             metrics = {k: v for k, v in row.items() if k != "epoch"}
-            if val is None:
-                since_best += 1
-            elif _better(val.metric, best, vm.mode):
+            if val is not None and _better(val.metric, best, vm.mode):
                 best, best_epoch, since_best = val.metric, epoch, 0
                 save_model(outputs.pt, model, cfg, optimizer_state=optimizer.state_dict(), epoch=epoch,
                            metrics=metrics)
@@ -528,7 +526,7 @@ def _train_once(cfg: Config, volumes: Mapping[str, Any], base: str | os.PathLike
             outputs.end_epoch(history, f"{vm.metric}, beta {vm.beta:g}", kept)
             if tc.early_abort_epoch > 0 and epoch - start_epoch == tc.early_abort_epoch \
                     and row["val_loss"] >= tc.early_abort_loss:
-                raise EarlyAbortError(f"epoch {epoch}: val_loss {val.loss:.4f} >= [training] early_abort_loss "
+                raise EarlyAbortError(f"epoch {epoch}: val_loss {row['val_loss']:.4f} >= [training] early_abort_loss "
                                       f"{tc.early_abort_loss}")
             if stop_reason == "time_limit":
                 log.info("training time limit of %g minutes reached in epoch %d (%d of %d steps)", max_minutes,

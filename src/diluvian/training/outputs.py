@@ -64,7 +64,8 @@ def write_metric_plot(path: str | os.PathLike, history: Sequence[Mapping[str, An
     ax.set_xlabel("epoch")
     ax.set_ylabel("binary cross-entropy")
     ax2 = ax.twinx()
-    ax2.plot([r["epoch"] for r in val], [r["val_subv_metric"] for r in val], "^-", color="tab:green", label="val_subv_metric")
+    ax2.plot([r["epoch"] for r in val], [r["val_subv_metric"] for r in val], "^-", color="tab:green",
+             label="val_subv_metric")
     ax2.set_ylabel(f"val_subv_metric ({metric_name})" if metric_name else "val_subv_metric")
     ax2.set_ylim(0, 1)
     lines = ax.get_lines() + ax2.get_lines()
