@@ -399,7 +399,8 @@ class TrainingConfig:
         Epochs kept (``BASE.candidates/``) for ``select_by = "dense_fill"``.
     select_fill_shape : tuple of 3 ints
         Voxels (at the training resolution) of the box filled per validation part, at its
-        centre (clipped to the part).
+        centre (clipped to the part). Make it cover the whole part: a smaller box cuts large
+        neurons short at its faces and mis-ranked the candidates on FIB-25 (BENCHMARKS.md).
     label_erosion : tuple of 3 ints
         Binary erosion radius of the object mask before training.
     relabel_seed_component : bool
