@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             s = counter["step"]
             g = groups[s % n_groups]
             g.apply()
-            stepper(g)
+            stepper(g, 0.0)
             if n_groups == 1:
                 g.apply()
             else:

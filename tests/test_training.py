@@ -21,7 +21,7 @@ from diluvian.training import (
     validate_model,
     validation_subvolumes,
 )
-from diluvian.training.objective import _FillFactorWeights
+from diluvian.training.objective import _FillFactorWeights, learning_rate_factor
 
 
 @pytest.fixture
@@ -73,6 +73,46 @@ def test_fill_factor_weights_average_one():
     weights = [w(f) for f in fractions]
     assert weights[0] == pytest.approx(6 / (3 * 3)) and weights[3] == pytest.approx(6 / 3)
     assert np.mean(weights) == pytest.approx(1.0)
+
+
+def test_cosine_learning_rate_falls_from_lr_to_its_final_fraction(tiny_cfg):
+    import dataclasses
+
+    constant = tiny_cfg
+    assert [learning_rate_factor(constant, p) for p in (0.0, 0.5, 1.0)] == [1.0, 1.0, 1.0]
+    cosine = dataclasses.replace(tiny_cfg, optimizer=dataclasses.replace(tiny_cfg.optimizer, lr_schedule="cosine",
+                                                                         lr_final=0.1))
+    factors = [learning_rate_factor(cosine, p) for p in np.linspace(0, 1, 11)]
+    assert factors[0] == pytest.approx(1.0) and factors[-1] == pytest.approx(0.1)
+    assert factors[5] == pytest.approx(0.55) and all(a > b for a, b in zip(factors, factors[1:]))
+    assert learning_rate_factor(cosine, 1.5) == pytest.approx(0.1)  # past the end (a time budget): stays
+
+
+def test_bad_learning_rate_schedule_is_a_config_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[optimizer]\nlr_schedule = "linear"\n')
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        load_config([bad])
+    bad.write_text("[optimizer]\nlr_final = 2.0\n")
+    with pytest.raises(ConfigError, match="lr_final"):
+        load_config([bad])
+
+
+def test_training_with_a_cosine_schedule_ends_at_the_final_rate(tiny_cfg, volumes, tmp_path):
+    import dataclasses
+
+    cfg = dataclasses.replace(tiny_cfg, optimizer=dataclasses.replace(tiny_cfg.optimizer, lr_schedule="cosine",
+                                                                      lr_final=0.2))
+    ckpt = str(tmp_path / "ckpt_{epoch:02d}.pt")
+    train_network(cfg, volumes, tmp_path / "model", checkpoint_pattern=ckpt, rng=np.random.default_rng(0))
+    steps = cfg.training.training_size // cfg.training.batch_size
+    total = steps * cfg.training.total_epochs
+    for epoch in range(1, cfg.training.total_epochs + 1):
+        state = load_model(ckpt.format(epoch=epoch))[2]["optimizer_state"]
+        lr = state["param_groups"][0]["lr"]  # the rate of the epoch's last step
+        expected = cfg.optimizer.lr * learning_rate_factor(cfg, (epoch * steps - 1) / total)
+        assert lr == pytest.approx(expected)
+    assert lr < cfg.optimizer.lr * 0.3
 
 
 # --------------------------------------------------------------------------- volumes and validation set

@@ -273,6 +273,12 @@ class OptimizerConfig:
         Adam betas.
     clip_gradient : float
         Clip each gradient entry to ±this (0 = off); google/ffn uses 0.7.
+    lr_schedule : {"constant", "cosine"}
+        ``"cosine"``: the learning rate falls from ``lr`` to ``lr * lr_final`` along
+        half a cosine over the run's training steps (``total_epochs`` ×
+        steps per epoch, or the ``--max-minutes`` budget where that ends first).
+    lr_final : float
+        The cosine schedule's last learning rate, as a fraction of ``lr``.
     """
 
     klass: str = "Adam"
@@ -283,12 +289,17 @@ class OptimizerConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     clip_gradient: float = 0.0
+    lr_schedule: str = "constant"
+    lr_final: float = 0.05
 
     def __post_init__(self) -> None:
         _check_choice("optimizer.klass", self.klass, ("SGD", "Adam", "AdamW"))
         _check_choice("optimizer.loss", self.loss, ("binary_crossentropy",))
+        _check_choice("optimizer.lr_schedule", self.lr_schedule, ("constant", "cosine"))
         if self.lr <= 0:
             raise ConfigError(f"[optimizer] lr: expected a positive number, got {self.lr}")
+        if not 0 <= self.lr_final <= 1:
+            raise ConfigError(f"[optimizer] lr_final: expected a fraction of lr in [0, 1], got {self.lr_final}")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ and :func:`_finish_epoch` per epoch) and restarts it on an early abort.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -32,7 +33,7 @@ from ..network import build_network, check_model_config, load_model, model_confi
 from ..stepper import RegionStepper, Slot
 from ..region import Block, Region
 from .data import PreparedSubvolume, Prefetcher, prepare_training_volumes, subvolume_stream, validation_subvolumes
-from .objective import _FillFactorWeights, _sample_losses, make_optimizer
+from .objective import _FillFactorWeights, _sample_losses, learning_rate_factor, make_optimizer
 from .outputs import CandidateKeeper, TrainingOutputs, checkpoint_name, progress_bar
 from .validation import run_validation
 
@@ -184,9 +185,15 @@ class _Stepper:
                  weights: _FillFactorWeights | None) -> None:
         self.cfg, self.setup, self.model, self.optimizer, self.weights = cfg, setup, model, optimizer, weights
 
-    def __call__(self, group: _SlotGroup) -> torch.Tensor:
-        """Forward, loss, backward and step on the group's next FOVs; returns the (detached) batch loss."""
+    def __call__(self, group: _SlotGroup, progress: float) -> torch.Tensor:
+        """Forward, loss, backward and step on the group's next FOVs; returns the (detached) batch loss.
+
+        ``progress`` (0 to 1, the fraction of the run's training done) sets the learning rate.
+        """
         setup = self.setup
+        lr = self.cfg.optimizer.lr * learning_rate_factor(self.cfg, progress)
+        for param_group in self.optimizer.param_groups:
+            param_group["lr"] = lr
         blocks = group.next_blocks()
         images = setup.tensor(np.stack([b.image for b in blocks]))
         masks = setup.tensor(np.stack([b.mask for b in blocks]))
@@ -354,9 +361,19 @@ class _EpochSteps:
     global_step: int
 
 
+def _run_progress(steps_before: int, seconds_before: float, total_steps: int, budget: float, step: int,
+                  seconds: float) -> float:
+    """The fraction of a run done: of its steps, or of its time budget where that runs out first."""
+    return max((steps_before + step) / total_steps, (seconds_before + seconds) / budget)
+
+
 def _train_epoch(epoch: int, step_fn: _Stepper, groups: list[_SlotGroup], steps: int, budget_left: float,
-                 outputs: TrainingOutputs, global_step: int, progress: bool) -> _EpochSteps:
+                 outputs: TrainingOutputs, global_step: int, progress: bool,
+                 run_progress: Callable[[int, float], float]) -> _EpochSteps:
     """Up to ``steps`` optimizer steps, alternating over ``groups``, within ``budget_left`` seconds.
+
+    ``run_progress(step, seconds)`` is the fraction of the run done after ``step``
+    steps and ``seconds`` of steps of this epoch (for the learning-rate schedule).
 
     With one group the predictions are applied right after each step; with two,
     the other group's pending predictions are applied while this step runs on
@@ -376,7 +393,7 @@ def _train_epoch(epoch: int, step_fn: _Stepper, groups: list[_SlotGroup], steps:
             break
         g = groups[step % n_groups]
         g.apply()  # only pending when this group ran two steps ago (single group: never)
-        losses.append(step_fn(g))
+        losses.append(step_fn(g, run_progress(step, time.perf_counter() - t_train)))
         if n_groups == 1:
             g.apply()
         else:
@@ -487,8 +504,10 @@ def _train_once(cfg: Config, volumes: Mapping[str, Any], base: str | os.PathLike
             model.train()
             for g in groups:
                 g.started = g.finished = g.finished_moves = 0
+            run_progress = functools.partial(_run_progress, (epoch - start_epoch - 1) * steps, train_spent,
+                                             steps * tc.total_epochs, train_budget)
             done = _train_epoch(epoch, step_fn, groups, steps, train_budget - train_spent, outputs, global_step,
-                                progress)
+                                progress, run_progress)
             global_step = done.global_step
             train_spent += done.train_time
             if done.timed_out:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 from ..config import Config
 
-__all__ = ["make_optimizer"]
+__all__ = ["learning_rate_factor", "make_optimizer"]
 
 
 def make_optimizer(cfg: Config, params: Any) -> torch.optim.Optimizer:
@@ -21,6 +22,15 @@ def make_optimizer(cfg: Config, params: Any) -> torch.optim.Optimizer:
                                weight_decay=oc.weight_decay)
     cls = torch.optim.Adam if oc.klass == "Adam" else torch.optim.AdamW
     return cls(params, lr=oc.lr, betas=tuple(oc.betas), weight_decay=oc.weight_decay)
+
+
+def learning_rate_factor(cfg: Config, progress: float) -> float:
+    """The fraction of ``[optimizer] lr`` to use at ``progress`` (0 = first step, 1 = end of the run)."""
+    oc = cfg.optimizer
+    if oc.lr_schedule == "constant":
+        return 1.0
+    p = min(max(progress, 0.0), 1.0)
+    return oc.lr_final + (1.0 - oc.lr_final) * 0.5 * (1.0 + math.cos(math.pi * p))
 
 
 def _sample_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
