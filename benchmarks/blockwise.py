@@ -77,6 +77,39 @@ def pieces(seg: np.ndarray, lab: np.ndarray, obj: int) -> int:
     return int((counts >= 0.05 * (lab == obj).sum()).sum())
 
 
+def face_cut_fractions(seg: np.ndarray, lab: np.ndarray, block) -> dict:
+    """Per ground-truth object: the fraction of its voxel pairs across a block face that ``seg`` labels apart.
+
+    A pair is two face-adjacent voxels, one on each side of a face (at the
+    multiples of ``block``), both in the object and both claimed by ``seg``; it is
+    cut when their two labels differ. Objects with no such pair are left out.
+    """
+    total: dict = {}
+    cut: dict = {}
+    for axis in range(3):
+        for face in range(block[axis], lab.shape[axis], block[axis]):
+            la, lb = np.take(lab, face - 1, axis=axis), np.take(lab, face, axis=axis)
+            sa, sb = np.take(seg, face - 1, axis=axis), np.take(seg, face, axis=axis)
+            keep = (la == lb) & (la != 0) & (sa != 0) & (sb != 0)
+            ids, inverse = np.unique(la[keep], return_inverse=True)
+            n = np.bincount(inverse, minlength=len(ids))
+            c = np.bincount(inverse, weights=(sa != sb)[keep], minlength=len(ids))
+            for o, nn, cc in zip(ids.tolist(), n.tolist(), c.tolist()):
+                total[o] = total.get(o, 0) + nn
+                cut[o] = cut.get(o, 0) + cc
+    return {o: cut[o] / total[o] for o in total}
+
+
+def cut_at_faces(seg: np.ndarray, single: np.ndarray, lab: np.ndarray, block, fraction: float = 0.05) -> list:
+    """Ground-truth objects that ``seg`` cuts at a block face and ``single`` does not.
+
+    Cut: at least ``fraction`` of the object's across-face voxel pairs get two
+    labels (:func:`face_cut_fractions`).
+    """
+    mine, theirs = face_cut_fractions(seg, lab, block), face_cut_fractions(single, lab, block)
+    return sorted(o for o, f in mine.items() if f >= fraction and theirs.get(o, 0.0) < fraction)
+
+
 def crossing_objects(lab: np.ndarray, block) -> set:
     out = set()
     for axis in range(3):
@@ -173,6 +206,7 @@ def main(argv=None) -> int:
         s2 = evaluate_volumes(lab, seg, resolution=res, border_threshold_nm=0)
         crossing = crossing_objects(lab, block)
         cut = [o for o in crossing if pieces(seg, lab, o) > pieces(single, lab, o)]
+        face_cut = cut_at_faces(seg, single, lab, block)
         print(f"\n## quality: {list(args.quality_shape)} voxels, {r.blocks} blocks (serial); {load()}")
         print(f"single fill: {t_single:.1f} s, VOI split {s1.voi_split:.3f}, merge {s1.voi_merge:.3f}, "
               f"{len(np.unique(single)) - 1} objects, {(single == 0).mean():.2%} unclaimed")
@@ -180,7 +214,8 @@ def main(argv=None) -> int:
               f"{(seg == 0).mean():.2%} unclaimed, {r.joined} block-range ids joined")
         print(f"difference: VOI split {s2.voi_split - s1.voi_split:+.3f}, merge {s2.voi_merge - s1.voi_merge:+.3f} bits")
         print(f"ground-truth objects crossing a block face: {len(crossing)}; in more pieces than in the single fill: "
-              f"{len(cut)}")
+              f"{len(cut)}; cut at a block face where the single fill is not (>= 5 % of the pairs across the "
+              f"faces labelled apart): {len(face_cut)}")
         print(f"voxels claimed by one fill and not the other: {((seg > 0) != (single > 0)).mean():.2%}")
         del vol, lab, single, seg
     if args.skip_scale:
