@@ -218,6 +218,18 @@ def test_matching_of_the_larger_share_does_not_join_two_pieces_through_one():
     b[..., :3], b[..., 3:] = 5, 6  # the other split it in 3 + 5
     assert {tuple(m) for m in match_overlap(a, b, 0.5).tolist()} == {(1, 5), (1, 6)}  # 5 and 6 would join
     assert match_overlap(a, b, 0.5, of="larger").tolist() == [[1, 6]]
+    assert match_overlap(a, b, 0.5, of="mutual").tolist() == [[1, 6]]  # 6 is 1's largest share
+
+
+def test_mutual_matching_joins_a_piece_the_other_side_claimed_larger():
+    # claiming in one block's read box made one segment where the other's made a smaller
+    # one (the rest of the overlap unclaimed there): of the larger one's voxels they miss,
+    # as each other's largest share they match
+    a = np.ones((4, 4, 8), np.uint64)
+    b = np.zeros_like(a)
+    b[..., :3] = 5
+    assert match_overlap(a, b, 0.5, of="larger").tolist() == []
+    assert match_overlap(a, b, 0.5, of="mutual").tolist() == [[1, 5]]
 
 
 # --------------------------------------------------------------------------- fills

@@ -194,6 +194,9 @@ def match_overlap(a: NDArray, b: NDArray, fraction: float, of: str = "smaller") 
     small leak of one into the other does not join them, while two pieces of one
     side that are one object of the other (an object that leaves a block's read
     box and comes back) both match it, as a single fill would have found.
+    ``of="larger"``: of the larger one's voxels instead; ``of="mutual"``: of the
+    smaller one's, and only where each is the other's largest share, so that each
+    object matches at most one of the other side's.
     """
     a = np.asarray(a, dtype=np.uint64).ravel()
     b = np.asarray(b, dtype=np.uint64).ravel()
@@ -203,7 +206,15 @@ def match_overlap(a: NDArray, b: NDArray, fraction: float, of: str = "smaller") 
     pair = ia[both].astype(np.int64) * len(ub) + ib[both]
     up, count = np.unique(pair, return_counts=True)
     pa, pb = up // len(ub), up % len(ub)
-    ok = count >= fraction * (np.minimum if of == "smaller" else np.maximum)(na[pa], nb[pb])
+    ok = count >= fraction * (np.maximum if of == "larger" else np.minimum)(na[pa], nb[pb])
+    if of == "mutual":  # each is the other's largest share (ties: the first), so no chains through one
+        order = np.lexsort((-count, pa))
+        best_a = np.zeros(len(up), bool)
+        best_a[order[np.r_[True, pa[order][1:] != pa[order][:-1]]]] = True
+        order = np.lexsort((-count, pb))
+        best_b = np.zeros(len(up), bool)
+        best_b[order[np.r_[True, pb[order][1:] != pb[order][:-1]]]] = True
+        ok &= best_a & best_b
     return np.stack([ua[pa[ok]], ub[pb[ok]]], axis=1).astype(np.uint64).reshape(-1, 2)
 
 
@@ -552,10 +563,12 @@ def _load_claim(work_dir: str | Path, index: int) -> NDArray:
 def _claim_match_task(job: _Job, mine: Block, forward: list[Block], fraction: float) -> tuple[NDArray, NDArray]:
     """Dask task: ``(pairs, new IDs in mine's write box)`` of the claim phase.
 
-    Pairs are matches (:func:`match_overlap`, of the larger segment's voxels: the two
-    blocks claimed the same voxels with the same rule, so one segment is one segment on
-    both sides; a segment that one side split and the other did not stays split rather
-    than joining its pieces to a neighbour) between segments made by claiming, in
+    Pairs are matches (:func:`match_overlap`, ``of="mutual"``: each segment is the
+    other's largest share, and they share at least ``fraction`` of the smaller one's
+    voxels; a segment that one side split and the other did not joins its largest piece
+    only, so no chain of matches joins the neighbours of a piece through it. Matching of
+    the larger one's voxels, as before, left 10 of 28 face-crossing neurons of a FIB-25
+    box cut at a face, 8 this way) between segments made by claiming, in
     mine's claimed read box and those of its later neighbours ``forward``, in their
     overlaps. A claimed segment is never joined to a fill object: where one block gave a
     piece to a body and the other made it a segment, it is a piece that one block's read
@@ -570,7 +583,7 @@ def _claim_match_task(job: _Job, mine: Block, forward: list[Block], fraction: fl
         if (hi > lo).all():
             p = match_overlap(_in_box(mine, lo, hi, labels), _in_box(other, lo, hi, _load_claim(job.work_dir,
                                                                                              other.index)),
-                              fraction, of="larger")
+                              fraction, of="mutual")
             pairs.append(p[(p >= ID_STRIDE).all(axis=1)])
     core = labels[_write_slices(mine)]
     return np.concatenate(pairs), np.unique(core[core >= ID_STRIDE])
