@@ -243,6 +243,77 @@ def test_merging_keeps_batched_equal_to_one_at_a_time():
         assert (r.stats.bodies, r.stats.merged) == (runs[0].stats.bodies, runs[0].stats.merged)
 
 
+def bridge_oracle(images, masks):
+    """Pieces A (0.2) and B (0.6) fill alone; a fill seeded in the slab S (0.4) between them runs through all three."""
+    out = np.full(images.shape, 0.05, np.float32)
+    for k, (im, m) in enumerate(zip(images, masks)):
+        known = im[m >= 0.9]
+        if np.isclose(known, 0.4).any():
+            out[k][im > 0.1] = 0.95
+        else:
+            own = 0.2 if np.isclose(known, 0.2).any() else 0.6
+            out[k][np.isclose(im, own)] = 0.95
+    return out
+
+
+@pytest.mark.parametrize("fraction, support, expected", [
+    (0.0, 2, (1, 2, 3)),  # bridging off: A, B and the bridge's own voxels (S) apart
+    (0.3, 1, (1, 1, 1)),  # the bridge overlaps A (39 % of it) and B (45 %): all one
+    (0.3, 2, (1, 2, 3)),  # one bridge is not enough support
+    (0.4, 1, (1, 2, 2)),  # only B's overlap reaches 40 % of the bridge: B and S join
+])
+def test_bodies_that_run_through_two_labels_join_them(fraction, support, expected):
+    cfg = small_cfg(min_body_size=1)
+    cfg = Config(model=cfg.model, postprocessing=PostprocessingConfig(
+        min_body_size=1, merge_overlap_fraction=0.0, bridge_fraction=fraction, bridge_support=support,
+        guard_interval=0))  # no flood guards: they would trim the bridge at the slabs' edges
+    image = overlapping_objects()
+    seeds = np.array([[5, 7, 5], [5, 7, 33], [5, 7, 18]])
+    result = oracle_fill(image, cfg, predict=bridge_oracle, seeds=seeds, ordered_seeds=True, move_batch_size=4)
+    a, s, b = (image == 0.2), (image == 0.4), (image == 0.6)
+    for part, label in zip((a, b, s), expected):
+        assert (result.labels[part] == label).all()
+    assert result.stats.bodies == 3
+    assert result.stats.bridged == {(0.0, 2): 0, (0.3, 1): 2, (0.3, 2): 0, (0.4, 1): 1}[fraction, support]
+    if fraction > 0:  # the checkpoint state keeps the bridges (labels there are the unjoined ones)
+        assert result.state.bridges == ([[1, 3, 1], [2, 3, 1]] if fraction == 0.3 else [[2, 3, 1]])
+
+
+def test_bridges_survive_a_checkpoint_round_trip(tmp_path):
+    cfg = small_cfg(min_body_size=1)
+    cfg = Config(model=cfg.model, postprocessing=PostprocessingConfig(min_body_size=1, merge_overlap_fraction=0.0,
+                                                                      bridge_fraction=0.3, bridge_support=1,
+                                                                      guard_interval=0))
+    image = overlapping_objects()
+    seeds = np.array([[5, 7, 5], [5, 7, 33], [5, 7, 18]])
+    full = oracle_fill(image, cfg, predict=bridge_oracle, seeds=seeds, ordered_seeds=True, move_batch_size=4)
+    ckpt = Checkpointer(tmp_path / "seg", (10, 10, 10), "array")
+
+    def killing_checkpoint(state, labels, conflicts):
+        ckpt(state, labels, conflicts)
+        if state.next_seed == 3:
+            raise _Killed  # killed right after the checkpoint of the last body, before the join
+
+    with pytest.raises(_Killed):
+        oracle_fill(image, cfg, predict=bridge_oracle, seeds=seeds, ordered_seeds=True, move_batch_size=4,
+                    checkpoint=killing_checkpoint, checkpoint_interval=1)
+    state, labels, conflicts, _ = load_resume(ckpt.toml_path)
+    assert state.bridges == [[1, 3, 1], [2, 3, 1]] and len(np.unique(labels)) == 4  # 0 and three bodies
+    # resuming the finished fill joins the same labels
+    resumed = oracle_fill(image, cfg, predict=bridge_oracle, resume_state=state, resume_labels=labels,
+                          resume_conflicts=conflicts, ordered_seeds=True, move_batch_size=4)
+    np.testing.assert_array_equal(resumed.labels, full.labels)
+
+
+def test_bridge_settings_are_checked():
+    from diluvian.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="bridge_fraction"):
+        PostprocessingConfig(bridge_fraction=0.6)
+    with pytest.raises(ConfigError, match="bridge_support"):
+        PostprocessingConfig(bridge_support=0)
+
+
 def test_merge_overlap_fraction_must_be_a_fraction():
     from diluvian.errors import ConfigError
 

@@ -495,6 +495,13 @@ class PostprocessingConfig:
         own voxels is the same object filled again from another seed, and takes that body's
         label instead of a new one. 0 turns it off (every body gets a new label, as in the
         original diluvian).
+    bridge_fraction : float
+        Dense fill: a body that overlaps two labels (an earlier body's and its own) each by at
+        least this fraction of its own voxels *bridges* them: a fill from a third seed ran
+        through both. 0 (the default) turns bridging off.
+    bridge_support : int
+        Labels bridged by at least this many bodies are joined into one when the fill ends
+        (the smaller label is kept); one bridge alone may be a leak.
     boundary_sigma : float
         Scale (voxels) of the image's boundary evidence, the Hessian's largest eigenvalue
         (:func:`~diluvian.postprocessing.boundary_evidence`), for flood guards and claiming.
@@ -531,6 +538,8 @@ class PostprocessingConfig:
     closing_shape: tuple[int, ...] = ()
     min_body_size: int = 100
     merge_overlap_fraction: float = 0.1
+    bridge_fraction: float = 0.0
+    bridge_support: int = 2
     boundary_sigma: float = 1.0
     membrane_fraction: float = 0.2
     guard_interval: int = 20
@@ -547,6 +556,11 @@ class PostprocessingConfig:
         if not 0.0 <= self.merge_overlap_fraction <= 1.0:
             raise ConfigError(f"[postprocessing] merge_overlap_fraction: expected a fraction in [0, 1], "
                               f"got {self.merge_overlap_fraction}")
+        if not 0.0 <= self.bridge_fraction <= 0.5:
+            raise ConfigError(f"[postprocessing] bridge_fraction: expected a fraction in [0, 0.5] (a body overlaps "
+                              f"two labels by it each), got {self.bridge_fraction}")
+        if self.bridge_support < 1:
+            raise ConfigError(f"[postprocessing] bridge_support: expected an int >= 1, got {self.bridge_support}")
         if self.closing_shape and len(self.closing_shape) != 3:
             raise ConfigError(f"[postprocessing] closing_shape: expected [] or 3 ints, got {list(self.closing_shape)}")
         if not 0.0 <= self.membrane_fraction < 1.0:

@@ -20,7 +20,7 @@ from ..geometry import Box
 from ..masks import MaskPool, sparse_mask, window_shape_for
 from ..predict import default_move_batch_size, make_predictor
 from ..util import fmt_list
-from .dense import DenseFiller, LazyImage
+from .dense import DenseFiller, LazyImage, join_bridged
 from .state import FillResult, FillState, FillStats, fill_options, option_differences, with_fill_options
 
 __all__ = ["fill_box", "fill_volume_with_model"]
@@ -324,6 +324,10 @@ def fill_volume_with_model(
                          max_bodies=fc.max_bodies or None, progress=progress, stats=stats, fill_batch=fc.fill_batch)
     seconds_before = stats.seconds
     filler.run()
+    final = filler.current_state()
+    if cfg.postprocessing.bridge_fraction > 0 and final.next_seed >= len(final.seeds):
+        # every seed resolved: join the labels that enough bodies bridged (checkpoints keep them apart)
+        stats.bridged = join_bridged(labels, filler.bridges, cfg.postprocessing.bridge_support, bg)
     stats.seconds = seconds_before + (time.perf_counter() - t_start)
     log.info("%s: %s", name, stats.summary())
     if pool is not None:

@@ -51,7 +51,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from numpy.typing import NDArray
@@ -61,6 +61,7 @@ from ..config import Config
 from ..masks import MaskPool
 from ..region import Region
 from ..stepper import BatchBuffer, BatchTimer, RegionStepper, Slot, apply_batch, run_batch
+from ..util import UnionFind
 from .guards import guard_of  # guard:
 from .state import DEFAULT_CHECKPOINT_INTERVAL, FillState, FillStats
 
@@ -136,6 +137,27 @@ def _write_body(labels: Any, conflicts: Any, start: NDArray[np.int64], body: NDA
     return label, int(np.count_nonzero(new)), n_overlap, overlaps
 
 
+def join_bridged(labels: Any, bridges: Mapping[tuple[int, int], int], support: int, background: int) -> int:
+    """Join, in place, the label pairs that at least ``support`` bodies bridged; returns the pairs joined.
+
+    Each group of joined labels takes its smallest label. ``labels`` is any array that
+    supports ``[...]`` reads and writes.
+    """
+    pairs = sorted(p for p, n in bridges.items() if n >= support)
+    if not pairs:
+        return 0
+    uf = UnionFind()
+    for a, b in pairs:
+        uf.union(int(a), int(b))
+    current = np.asarray(labels[...])
+    ids = np.array(sorted(uf.parent), dtype=current.dtype)
+    roots = np.array([uf.find(int(i)) for i in ids.tolist()], dtype=current.dtype)  # the smallest of each group
+    hit = np.isin(current, ids) & (current != background)
+    current[hit] = roots[np.searchsorted(ids, current[hit])]
+    labels[...] = current
+    return len(pairs)
+
+
 def _drop_region(slot: Slot) -> None:
     """Forget a slot's region, giving its mask storage back."""
     release = getattr(slot.region.mask, "release", None)
@@ -209,6 +231,8 @@ class DenseFiller:
         self.closing_shape = tuple(opts["closing_shape"])
         self.t_final = float(opts["t_final"])
         self.merge_fraction = float(opts.get("merge_overlap_fraction", 0.0))
+        self.bridge_fraction = float(opts.get("bridge_fraction", 0.0))
+        self.bridges: dict[tuple[int, int], int] = {(int(a), int(b)): int(n) for a, b, n in state.bridges}
         moves_per_step = int(opts.get("moves_per_step", 1))
         self.capacity = max(1, move_batch_size // moves_per_step)
         self.batch_rows = self.capacity * moves_per_step
@@ -404,6 +428,11 @@ class DenseFiller:
             label, written, overlap, overlaps = _write_body(self.labels, self.conflicts, start, mask,
                                                             self.next_label, self.background, self.merge_fraction,
                                                             size)
+            if self.bridge_fraction > 0:
+                for other, n in overlaps.items():
+                    if other != label and n >= self.bridge_fraction * size:
+                        pair = (min(other, label), max(other, label))
+                        self.bridges[pair] = self.bridges.get(pair, 0) + 1
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("seed %d at %s: body of %d voxels (%s), label %d, %d written, overlaps %s", idx,
                           self.seeds[idx].tolist(), size, reason, label, written, overlaps)
@@ -452,7 +481,7 @@ class DenseFiller:
         st = self.state
         return FillState(seeds=self.seeds, next_seed=self.commit_ptr, next_label=self.next_label,
                          entropy=st.entropy, options=dict(st.options), volume=st.volume, bounds=st.bounds,
-                         stats=asdict(self.stats))
+                         stats=asdict(self.stats), bridges=[[a, b, n] for (a, b), n in sorted(self.bridges.items())])
 
     def _save_checkpoint(self) -> None:
         self.bodies_since_checkpoint = 0

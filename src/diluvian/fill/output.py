@@ -105,6 +105,7 @@ def write_segmentation(path_base: str | os.PathLike, labels: Any, conflicts: Any
             g.attrs["bounds"] = json.dumps([list(map(int, b)) for b in state.bounds])
             g.attrs["options"] = json.dumps(state.options)
             g.attrs["stats"] = json.dumps(state.stats)
+            g.attrs["bridges"] = json.dumps([list(map(int, b)) for b in state.bridges])
     name = dataset_name or f"{volume_name} segmentation"
     with atomic_path(toml_path, suffix=".toml") as tmp:
         Path(tmp).write_text(_dataset_toml(name, h5_path.name, resolution, comments))
@@ -229,7 +230,7 @@ def load_resume(path: str | os.PathLike) -> tuple[FillState | None, np.ndarray, 
                     next_seed=int(g.attrs["next_seed"]), next_label=int(g.attrs["next_label"]),
                     entropy=int(g.attrs["entropy"]), options=json.loads(g.attrs["options"]),
                     volume=str(g.attrs["volume"]), bounds=(bounds[0], bounds[1]),
-                    stats=json.loads(g.attrs["stats"]))
+                    stats=json.loads(g.attrs["stats"]), bridges=json.loads(g.attrs.get("bridges", "[]")))
             except (KeyError, ValueError, IndexError) as e:
                 raise DataError(f"{h5}: damaged fill state ({e})") from None
             if tuple(state.shape) != labels.shape:

@@ -53,6 +53,8 @@ class FillStats:
         Fills that stopped early, with ``reject_early_termination``.
     guard_trimmed : int
         Bodies that the flood guards cut back to their seed piece (they leaked across membranes).
+    bridged : int
+        Label pairs joined at the end because enough bodies bridged them (``bridge_fraction``).
     moves : int
         FOVs evaluated.
     wasted_moves : int
@@ -77,6 +79,7 @@ class FillStats:
     merged: int = 0
     rejected_early: int = 0
     guard_trimmed: int = 0
+    bridged: int = 0
     moves: int = 0
     wasted_moves: int = 0
     batches: int = 0
@@ -97,7 +100,7 @@ class FillStats:
                 f"seeds {self.seeds_done}/{self.seeds} ({self.skipped_labelled} already labelled, "
                 f"{self.revoked} revoked, {self.no_body} without body, {self.dropped_small} too small, "
                 f"{self.merged} merged into an earlier body, {self.rejected_early} stopped early, "
-                f"{self.guard_trimmed} trimmed by the flood guards); "
+                f"{self.guard_trimmed} trimmed by the flood guards, {self.bridged} label pairs joined by bridges); "
                 f"{self.moves} FOVs ({self.wasted_moves} wasted) in "
                 f"{self.batches} batches (mean {self.mean_batch:.1f} FOVs), {self.seconds:.1f} s, "
                 f"{self.fov_per_second:.1f} FOV/s")
@@ -125,6 +128,9 @@ class FillState:
         Filled box ``(start, stop)`` in volume voxels.
     stats : dict
         :class:`FillStats` fields.
+    bridges : list of [int, int, int]
+        ``[label a, label b, bodies]`` for label pairs that committed bodies bridged
+        (``bridge_fraction``), ``a < b``.
     """
 
     seeds: NDArray[np.int64]
@@ -135,6 +141,7 @@ class FillState:
     volume: str
     bounds: tuple[list[int], list[int]]
     stats: dict = field(default_factory=dict)
+    bridges: list = field(default_factory=list)
 
     @property
     def shape(self) -> tuple[int, int, int]:
