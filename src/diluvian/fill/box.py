@@ -324,10 +324,9 @@ def fill_volume_with_model(
                          max_bodies=fc.max_bodies or None, progress=progress, stats=stats, fill_batch=fc.fill_batch)
     seconds_before = stats.seconds
     filler.run()
-    final = filler.current_state()
-    if cfg.postprocessing.bridge_fraction > 0 and final.next_seed >= len(final.seeds):
+    if filler.bridge_fraction > 0 and filler.commit_ptr >= len(filler.seeds):
         # every seed resolved: join the labels that enough bodies bridged (checkpoints keep them apart)
-        stats.bridged = join_bridged(labels, filler.bridges, cfg.postprocessing.bridge_support, bg)
+        stats.bridged = join_bridged(labels, filler.bridges, int(state.options["bridge_support"]))
     stats.seconds = seconds_before + (time.perf_counter() - t_start)
     log.info("%s: %s", name, stats.summary())
     if pool is not None:

@@ -137,7 +137,7 @@ def _write_body(labels: Any, conflicts: Any, start: NDArray[np.int64], body: NDA
     return label, int(np.count_nonzero(new)), n_overlap, overlaps
 
 
-def join_bridged(labels: Any, bridges: Mapping[tuple[int, int], int], support: int, background: int) -> int:
+def join_bridged(labels: Any, bridges: Mapping[tuple[int, int], int], support: int) -> int:
     """Join, in place, the label pairs that at least ``support`` bodies bridged; returns the pairs joined.
 
     Each group of joined labels takes its smallest label. ``labels`` is any array that
@@ -150,10 +150,9 @@ def join_bridged(labels: Any, bridges: Mapping[tuple[int, int], int], support: i
     for a, b in pairs:
         uf.union(int(a), int(b))
     current = np.asarray(labels[...])
-    ids = np.array(sorted(uf.parent), dtype=current.dtype)
-    roots = np.array([uf.find(int(i)) for i in ids.tolist()], dtype=current.dtype)  # the smallest of each group
-    hit = np.isin(current, ids) & (current != background)
-    current[hit] = roots[np.searchsorted(ids, current[hit])]
+    ids = np.array(sorted(uf.parent), dtype=current.dtype)  # the labels that change (roots stay)
+    hit = np.isin(current, ids)
+    current[hit] = uf.roots(ids).astype(current.dtype)[np.searchsorted(ids, current[hit])]
     labels[...] = current
     return len(pairs)
 
