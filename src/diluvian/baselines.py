@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 from scipy import ndimage
 
+from .postprocessing import label_components
+
 log = logging.getLogger(__name__)
 
 
@@ -61,7 +63,7 @@ def seeded_watershed(
     smooth = _smooth(image, sigma)
     interior = smooth > np.percentile(smooth, threshold_percentile)
     dist = ndimage.distance_transform_edt(interior)
-    peaks = peak_local_max(dist, min_distance=min_distance, labels=ndimage.label(interior)[0], exclude_border=False)
+    peaks = peak_local_max(dist, min_distance=min_distance, labels=label_components(interior)[0], exclude_border=False)
     markers = np.zeros(image.shape, dtype=np.int64)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     if not len(peaks):
@@ -73,7 +75,7 @@ def connected_components(image: np.ndarray, *, sigma: float = 1.0, threshold_per
     """6-connected components of the smoothed image above a percentile; 0 elsewhere."""
     smooth = _smooth(image, sigma)
     interior = smooth > np.percentile(smooth, threshold_percentile)
-    labels, _ = ndimage.label(interior)
+    labels, _ = label_components(interior)
     return labels.astype(np.uint64)
 
 

@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from .errors import DataError
-from .postprocessing import FACE_CONNECTIVITY, boundary_evidence, membrane_mask
+from .postprocessing import boundary_evidence, label_components, membrane_mask
 from .util import fmt_list
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def claim_unclaimed(
 
     # 2. pieces no body reached become segments (split at their necks when split_distance is set)
     rest = (out == 0) & ~walls
-    pieces, n = ndimage.label(rest, structure=FACE_CONNECTIVITY)
+    pieces, n = label_components(rest)
     if n and split_distance > 0:
         from skimage.feature import peak_local_max
 

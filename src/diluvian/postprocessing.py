@@ -36,15 +36,69 @@ def seed_component(
         The component (same shape as ``probabilities``), or None when the seed
         voxel is below the threshold.
     """
-    probs = np.nan_to_num(probabilities, nan=0.0)
-    if len(closing_shape):
-        probs = ndimage.grey_closing(probs, size=tuple(closing_shape), mode="nearest")
-    binary = probs >= threshold
+    if len(closing_shape) or threshold <= 0:
+        probs = np.nan_to_num(probabilities, nan=0.0)
+        if len(closing_shape):
+            probs = ndimage.grey_closing(probs, size=tuple(closing_shape), mode="nearest")
+        binary = probs >= threshold
+    else:
+        binary = probabilities >= threshold  # NaN compares False: never predicted is outside
     seed = tuple(int(s) for s in seed)
     if not binary[seed]:
         return None
-    labels, _ = ndimage.label(binary, structure=FACE_CONNECTIVITY)
+    labels, _ = label_components(binary)
     return labels == labels[seed]
+
+
+def label_components(binary: np.ndarray) -> tuple[np.ndarray, int]:
+    """6-connected components of a boolean array, numbered 1..n in raster order (0 outside).
+
+    The same labels as ``scipy.ndimage.label(binary, FACE_CONNECTIVITY)``, computed by
+    connected-components-3d (``cc3d``), a few times faster on the fill's bodies.
+
+    Returns
+    -------
+    labels : ndarray of uint32
+    n : int
+        Number of components.
+    """
+    import cc3d
+
+    binary = np.ascontiguousarray(binary, dtype=bool)
+    if not binary.size:
+        return np.zeros(binary.shape, dtype=np.uint32), 0
+    labels, n = cc3d.connected_components(binary, connectivity=6, return_N=True, out_dtype=np.uint32)
+    return labels, int(n)
+
+
+def dilate_faces(mask: np.ndarray, iterations: int = 1) -> np.ndarray:
+    """Binary dilation by the 6-connected cross, ``iterations`` times (voxels beyond the array are outside).
+
+    Equals ``scipy.ndimage.binary_dilation(mask, FACE_CONNECTIVITY, iterations)``, by
+    shifted ORs (an order of magnitude faster than scipy's for a few iterations).
+    """
+    out = np.array(mask, dtype=bool)  # a copy, also for 0 iterations (scipy's 0 means "until nothing changes")
+    for _ in range(int(iterations)):
+        src, out = out, out.copy()
+        for axis in range(out.ndim):
+            lo = [slice(None)] * out.ndim
+            hi = [slice(None)] * out.ndim
+            lo[axis], hi[axis] = slice(1, None), slice(None, -1)
+            out[tuple(lo)] |= src[tuple(hi)]
+            out[tuple(hi)] |= src[tuple(lo)]
+    return out
+
+
+def bounding_box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(start, stop)`` of the nonzero voxels of a 3D mask; None when there are none."""
+    mask = np.asarray(mask)
+    spans = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if not len(hit):
+            return None
+        spans.append((hit[0], hit[-1] + 1))
+    return (np.array([a for a, _ in spans], dtype=np.int64), np.array([b for _, b in spans], dtype=np.int64))
 
 
 def crop_to_nonzero(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,11 +111,10 @@ def crop_to_nonzero(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cropped : ndarray
         ``mask`` restricted to the box (empty box for an all-zero mask).
     """
-    nz = np.nonzero(mask)
-    if not len(nz[0]):
+    bounds = bounding_box(mask)
+    if bounds is None:
         return np.zeros(mask.ndim, dtype=np.int64), mask[tuple(slice(0, 0) for _ in range(mask.ndim))]
-    start = np.array([a.min() for a in nz], dtype=np.int64)
-    stop = np.array([a.max() + 1 for a in nz], dtype=np.int64)
+    start, stop = bounds
     return start, mask[tuple(slice(a, b) for a, b in zip(start, stop))]
 
 

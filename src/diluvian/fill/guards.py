@@ -34,9 +34,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import ndimage
-
-from ..postprocessing import FACE_CONNECTIVITY, boundary_evidence, membrane_mask
+from ..postprocessing import boundary_evidence, dilate_faces, label_components, membrane_mask
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +70,9 @@ def seed_piece(start: NDArray[np.int64], body: NDArray[np.bool_], seed: NDArray[
     if walls[local] or not body[local]:
         return None
     inner = body & ~walls
-    labels, _ = ndimage.label(inner, structure=FACE_CONNECTIVITY)
+    labels, _ = label_components(inner)
     piece = labels == labels[local]
-    near = ndimage.binary_dilation(piece, structure=FACE_CONNECTIVITY, iterations=MEMBRANE_MARGIN)
+    near = dilate_faces(piece, MEMBRANE_MARGIN)
     return piece | (near & body & walls)
 
 
