@@ -30,6 +30,12 @@ two are printed beside it. Rates are given per wall second and per CPU second
 (of the worker processes, and of this process for the reference), which other
 jobs on the machine do not change.
 
+``--concurrent-reference`` also fills the reference box in ``--workers`` processes
+at once, so that the cost of sharing the machine's cores, memory and caches (which
+the workers pay too) is measured apart from the blockwise fill's own; ``--reuse-data``
+keeps a scale volume already written in ``--workdir``; ``--skip-cluster`` stops after
+the reference fills.
+
     python benchmarks/blockwise.py                       # defaults: about 5 minutes on 2 idle cores
     python benchmarks/blockwise.py --skip-quality --scale-shape 512 512 512 --block 128 128 128   # the 512^3 run
 """
@@ -66,9 +72,31 @@ def load() -> str:
     return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def dataset(directory: Path, shape, seed: int) -> tuple[Path, np.ndarray]:
+def dataset(directory: Path, shape, seed: int, reuse: bool = False) -> tuple[Path, np.ndarray | None]:
+    """The benchmark's volume in ``directory``; with ``reuse``, one written there before with this shape is kept."""
     directory.mkdir(parents=True, exist_ok=True)
+    if reuse and (directory / "v.toml").exists():
+        import h5py
+
+        with h5py.File(directory / "v.h5", "r") as f:
+            if f["raw"].shape == tuple(shape):
+                return directory / "v.toml", None
     return write_dataset(directory, shape=tuple(shape), seed=seed)
+
+
+def reference_fill(toml: str, cfg, model, start, shape, threads: int) -> tuple[float, float, int]:
+    """The single-process fill of a box of the scale volume: (wall s, CPU s, FOVs). Runs in a child process too."""
+    import torch
+
+    from diluvian.fill.run import load_fill_model
+
+    torch.set_num_threads(threads)
+    predictor = make_oracle(cfg.model) if model is None else load_fill_model(model, cfg)[0]
+    vol = load_volumes([toml], in_memory=False)["v"]
+    start = np.asarray(start)
+    t0, c0 = time.perf_counter(), time.process_time()
+    r = fill_volume_with_model(vol, predictor, cfg, bounds=(start, start + np.asarray(shape)), progress=False)
+    return time.perf_counter() - t0, time.process_time() - c0, int(r.stats.moves)
 
 
 def pieces(seg: np.ndarray, lab: np.ndarray, obj: int) -> int:
@@ -157,6 +185,11 @@ def main(argv=None) -> int:
     p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--skip-scale", action="store_true")
     p.add_argument("--workdir", default=None)
+    p.add_argument("--reuse-data", action="store_true", help="keep a scale volume of this shape already in --workdir")
+    p.add_argument("--concurrent-reference", action="store_true",
+                   help="also fill the reference box in --workers processes at once (the cores shared as the "
+                        "workers share them), to separate the machine's sharing from the blockwise fill's own cost")
+    p.add_argument("--skip-cluster", action="store_true", help="scale part: the reference fills only")
     args = p.parse_args(argv)
     cfg = oracle_cfg()
     if args.fov != 9:
@@ -224,30 +257,40 @@ def main(argv=None) -> int:
     # 2. scale
     sdir = work / "scale"
     t0 = time.perf_counter()
-    toml, _ = dataset(sdir, args.scale_shape, seed=2)
+    toml, _ = dataset(sdir, args.scale_shape, seed=2, reuse=args.reuse_data)
     del _
     t_data = time.perf_counter() - t0
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     ref_shape = np.minimum(args.reference_shape or block, args.scale_shape)
     ref_start = (np.asarray(args.scale_shape) - ref_shape) // 2
+    ref_model = args.model if args.model else None
+    print(f"\n## scale: data written in {t_data:.0f} s; {load()}", flush=True)
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    vol_one = load_volumes([toml], in_memory=False)["v"]
-    print(f"\n## scale: data written in {t_data:.0f} s; {load()}", flush=True)
-    t0, c0 = time.perf_counter(), time.process_time()
-    r1 = fill_volume_with_model(vol_one, predictor, cfg, bounds=(ref_start, ref_start + ref_shape), progress=False)
-    t_one, cpu_one = time.perf_counter() - t0, time.process_time() - c0
+    t_one, cpu_one, ref_fovs = reference_fill(str(toml), cfg, ref_model, ref_start, ref_shape, threads)
     torch.set_num_threads(before)
     ref_voxels = int(np.prod(ref_shape))
     rate_one = ref_voxels / t_one
     print(f"single process, box {ref_start.tolist()}+{ref_shape.tolist()} of the scale volume, {threads} torch "
           f"thread(s): {t_one:.1f} s ({cpu_one:.1f} CPU s) = {rate_one / 1e3:.1f} kvoxel/s, "
-          f"{ref_voxels / cpu_one / 1e3:.1f} kvoxel per CPU s; {r1.stats.moves} FOVs = "
-          f"{r1.stats.moves / ref_voxels:.4f} per voxel, {r1.stats.moves / t_one:.0f} FOV/s; {load()}", flush=True)
-    ref_fovs = int(r1.stats.moves)
-    del r1, vol_one
+          f"{ref_voxels / cpu_one / 1e3:.1f} kvoxel per CPU s; {ref_fovs} FOVs = "
+          f"{ref_fovs / ref_voxels:.4f} per voxel, {ref_fovs / t_one:.0f} FOV/s; {load()}", flush=True)
+    rate_shared = None
+    if args.concurrent_reference:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            runs = list(pool.map(reference_fill, *zip(*[(str(toml), cfg, ref_model, ref_start, ref_shape, threads)]
+                                                      * args.workers)))
+        rate_shared = float(np.mean([ref_voxels / t for t, _, _ in runs]))
+        print(f"the same box in {args.workers} processes at once: " + "; ".join(
+            f"{t:.1f} s ({c:.1f} CPU s, {f / t:.0f} FOV/s)" for t, c, f in runs)
+            + f"; {rate_shared / 1e3:.1f} kvoxel/s per process = {rate_shared / rate_one:.2f} of the fill alone; "
+            f"{load()}", flush=True)
+    if args.skip_cluster:
+        return 0
     t0 = time.perf_counter()
     with dask_client(workers=args.workers) as client:
         t_up = time.perf_counter() - t0
@@ -286,6 +329,9 @@ def main(argv=None) -> int:
           f"worker = {rate_cluster / args.workers / rate_one:.2f} of the single-process rate; per CPU s of the block "
           f"tasks {voxels / cpu / 1e3:.1f} kvoxel = {voxels / cpu / (ref_voxels / cpu_one):.2f} of the single "
           f"process's; {fovs / busy:.0f} FOV/s per busy worker")
+    if rate_shared:
+        print(f"per worker against the reference filled in {args.workers} processes at once: "
+              f"{rate_cluster / args.workers / rate_shared:.2f}")
     print(f"FOVs per output voxel: {fovs / voxels:.4f} (single process {ref_fovs / ref_voxels:.4f}); storage: output "
           f"{out_bytes / voxels:.3f} B/voxel, block files while running {block_bytes / voxels:.3f} B/voxel")
 
