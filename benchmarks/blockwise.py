@@ -263,12 +263,11 @@ def main(argv=None) -> int:
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     ref_shape = np.minimum(args.reference_shape or block, args.scale_shape)
     ref_start = (np.asarray(args.scale_shape) - ref_shape) // 2
-    ref_model = args.model if args.model else None
     print(f"\n## scale: data written in {t_data:.0f} s; {load()}", flush=True)
     import torch
 
     before = torch.get_num_threads()
-    t_one, cpu_one, ref_fovs = reference_fill(str(toml), cfg, ref_model, ref_start, ref_shape, threads)
+    t_one, cpu_one, ref_fovs = reference_fill(str(toml), cfg, args.model, ref_start, ref_shape, threads)
     torch.set_num_threads(before)
     ref_voxels = int(np.prod(ref_shape))
     rate_one = ref_voxels / t_one
@@ -282,14 +281,17 @@ def main(argv=None) -> int:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            runs = list(pool.map(reference_fill, *zip(*[(str(toml), cfg, ref_model, ref_start, ref_shape, threads)]
-                                                      * args.workers)))
+            futures = [pool.submit(reference_fill, str(toml), cfg, args.model, ref_start, ref_shape, threads)
+                       for _ in range(args.workers)]
+            runs = [f.result() for f in futures]
         rate_shared = float(np.mean([ref_voxels / t for t, _, _ in runs]))
         print(f"the same box in {args.workers} processes at once: " + "; ".join(
             f"{t:.1f} s ({c:.1f} CPU s, {f / t:.0f} FOV/s)" for t, c, f in runs)
             + f"; {rate_shared / 1e3:.1f} kvoxel/s per process = {rate_shared / rate_one:.2f} of the fill alone; "
             f"{load()}", flush=True)
     if args.skip_cluster:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
         return 0
     t0 = time.perf_counter()
     with dask_client(workers=args.workers) as client:

@@ -92,13 +92,13 @@ def dilate_faces(mask: np.ndarray, iterations: int = 1) -> np.ndarray:
 def bounding_box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """``(start, stop)`` of the nonzero voxels of a 3D mask; None when there are none."""
     mask = np.asarray(mask)
-    spans = []
+    start, stop = np.zeros(mask.ndim, dtype=np.int64), np.zeros(mask.ndim, dtype=np.int64)
     for axis in range(mask.ndim):
         hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
         if not len(hit):
             return None
-        spans.append((hit[0], hit[-1] + 1))
-    return (np.array([a for a, _ in spans], dtype=np.int64), np.array([b for _, b in spans], dtype=np.int64))
+        start[axis], stop[axis] = hit[0], hit[-1] + 1
+    return start, stop
 
 
 def crop_to_nonzero(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
